@@ -1,0 +1,1 @@
+"""Bundled run configs, installed as the package ``dreamfusion.configs``."""

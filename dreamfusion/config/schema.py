@@ -1,0 +1,151 @@
+"""The run configuration: omegaconf structured configs (types are checked on every merge)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+
+@dataclass
+class HashGridConfig:
+    n_levels: int = 16
+    features: int = 2
+    table_size_log2: int = 19
+    base_resolution: int = 16
+    growth: float = 1.447269237440378     # 16 levels from 16 to 2048
+
+
+@dataclass
+class NeRFConfig:
+    bound: float = 1.0
+    grid: HashGridConfig = field(default_factory=HashGridConfig)
+    hidden: int = 64
+    layers: int = 1
+    blob_density: float = 5.0
+    blob_radius: float = 0.5
+
+
+@dataclass
+class MarcherConfig:
+    step_size: float = 0.0135             # 2 * sqrt(3) / 256: 256 steps across the box diagonal
+    grid_resolution: int = 64
+    update_every: int = 16
+    warmup_steps: int = 256               # refresh every step until then
+    ema_decay: float = 0.95
+    threshold: float = 0.01               # opacity over one step
+    early_stop_eps: float = 1e-4
+
+
+@dataclass
+class CameraConfig:
+    elevation: List[float] = field(default_factory=lambda: [-10.0, 90.0])
+    azimuth: List[float] = field(default_factory=lambda: [-180.0, 180.0])
+    distance: List[float] = field(default_factory=lambda: [1.0, 1.5])
+    fov: List[float] = field(default_factory=lambda: [40.0, 70.0])
+
+
+@dataclass
+class ShadingConfig:
+    albedo: float = 0.2                   # probabilities of each shading mode per step
+    lambertian: float = 0.4
+    textureless: float = 0.4
+    ambient: float = 0.3
+    diffuse: float = 0.7
+    light_jitter: float = 0.3
+    albedo_only_steps: int = 0            # DreamFusion's warm-up with albedo renders only
+
+
+@dataclass
+class BackgroundConfig:
+    kind: str = "learned"                 # solid | learned
+    color: List[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
+
+
+@dataclass
+class ViewRuleConfig:
+    name: str = "front"
+    suffix: str = ", front view"
+    azimuth_centers: List[float] = field(default_factory=lambda: [0.0])
+    half_width: float = 45.0
+    min_elevation: float = -90.0
+    max_elevation: float = 90.0
+
+
+def _default_views() -> List[ViewRuleConfig]:
+    return [
+        ViewRuleConfig("overhead", ", overhead view", [0.0], 180.0, 60.0, 90.0),
+        ViewRuleConfig("front", ", front view", [0.0], 45.0),
+        ViewRuleConfig("back", ", back view", [180.0], 45.0),
+        ViewRuleConfig("side", ", side view", [90.0, -90.0], 45.0),
+    ]
+
+
+@dataclass
+class PromptConfig:
+    view_dependent: bool = True
+    views: List[ViewRuleConfig] = field(default_factory=_default_views)
+
+
+@dataclass
+class GuidanceConfig:
+    prior: str = "toy"
+    guidance_scale: float = 100.0
+    weighting: str = "sds"                # sds | uniform | snr_sqrt
+    grad_clip: Optional[float] = None
+    schedule: str = "uniform"             # uniform | anneal_linear | anneal_sqrt
+    t_min: float = 0.02
+    t_max: float = 0.98
+    t_max_end: float = 0.5                # where annealed schedules end
+    # toy prior only
+    references: int = 128
+    uncond_per_caption: int = 8
+    front_bias: float = 0.8
+    cache_dir: str = ""                   # empty: $DREAMFUSION_CACHE or ~/.cache/dreamfusion
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 0.01
+    lr_grid_scale: float = 1.0            # the hash table's learning rate relative to lr
+    beta1: float = 0.9
+    beta2: float = 0.99
+    eps: float = 1e-15
+    opacity_entropy: float = 0.0          # pushes ray opacity to 0 or 1: crisp silhouettes
+
+
+@dataclass
+class ExportConfig:
+    enabled: bool = True
+    resolution: int = 128
+    threshold: str = "auto"               # auto or a density value
+    formats: List[str] = field(default_factory=lambda: ["glb", "obj"])
+
+
+@dataclass
+class OutputConfig:
+    root: str = "outputs"
+    val_every: int = 100
+    val_size: int = 64
+    turntable_frames: int = 24
+    turntable_size: int = 96
+    turntable_elevation: float = 20.0
+    log_every: int = 10
+
+
+@dataclass
+class RunConfig:
+    seed: int = 0
+    steps: int = 10000
+    height: int = 64
+    width: int = 64
+    batch_size: int = 1
+    device: str = "cpu"                   # cpu | cuda | auto
+    nerf: NeRFConfig = field(default_factory=NeRFConfig)
+    marcher: MarcherConfig = field(default_factory=MarcherConfig)
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    shading: ShadingConfig = field(default_factory=ShadingConfig)
+    background: BackgroundConfig = field(default_factory=BackgroundConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)

@@ -1,0 +1,86 @@
+"""Range checks that types alone cannot express; each failure names its key."""
+from __future__ import annotations
+
+import math
+
+from omegaconf import DictConfig
+
+from ..errors import UserError
+from ..guidance.base import WEIGHTINGS
+from ..guidance.schedules import SCHEDULES
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise UserError(f"config {key}: {message}")
+
+
+def _positive(cfg: DictConfig, *keys: str) -> None:
+    for key in keys:
+        value = _get(cfg, key)
+        _check(value > 0, key, f"must be > 0, got {value}")
+
+
+def _get(cfg: DictConfig, key: str):
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def _range_pair(cfg: DictConfig, key: str, low: float, high: float) -> None:
+    pair = list(_get(cfg, key))
+    _check(len(pair) == 2, key, f"must be [min, max], got {pair}")
+    _check(low <= pair[0] <= pair[1] <= high, key,
+           f"must satisfy {low} <= min <= max <= {high}, got {pair}")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ``UserError`` for the first out-of-range value."""
+    _positive(cfg, "steps", "height", "width", "batch_size", "nerf.bound", "nerf.hidden",
+              "nerf.layers", "nerf.grid.n_levels", "nerf.grid.features",
+              "nerf.grid.base_resolution", "nerf.blob_radius", "marcher.step_size",
+              "marcher.grid_resolution", "marcher.update_every", "optim.lr",
+              "export.resolution", "output.val_every", "output.val_size",
+              "output.turntable_frames", "output.turntable_size", "output.log_every",
+              "guidance.references", "guidance.uncond_per_caption", "guidance.guidance_scale")
+    _check(cfg.seed >= 0, "seed", f"must be >= 0, got {cfg.seed}")
+    _check(10 <= cfg.nerf.grid.table_size_log2 <= 24, "nerf.grid.table_size_log2",
+           f"must be in [10, 24], got {cfg.nerf.grid.table_size_log2}")
+    _check(cfg.nerf.grid.growth >= 1.0, "nerf.grid.growth", f"must be >= 1, got {cfg.nerf.grid.growth}")
+    _check(0.0 < cfg.marcher.ema_decay <= 1.0, "marcher.ema_decay", "must be in (0, 1]")
+    _check(cfg.marcher.threshold >= 0.0, "marcher.threshold", "must be >= 0")
+    _range_pair(cfg, "camera.elevation", -90.0, 90.0)
+    _range_pair(cfg, "camera.azimuth", -180.0, 180.0)
+    _range_pair(cfg, "camera.distance", 1e-6, math.inf)
+    _range_pair(cfg, "camera.fov", 1.0, 179.0)
+    probs = [cfg.shading.albedo, cfg.shading.lambertian, cfg.shading.textureless]
+    _check(all(p >= 0 for p in probs) and abs(sum(probs) - 1.0) < 1e-6, "shading",
+           f"albedo + lambertian + textureless must be probabilities summing to 1, got {probs}")
+    _check(cfg.background.kind in ("solid", "learned"), "background.kind",
+           f"must be solid or learned, got {cfg.background.kind!r}")
+    _check(len(cfg.background.color) == 3 and all(0 <= c <= 1 for c in cfg.background.color),
+           "background.color", "must be three values in [0, 1]")
+    g = cfg.guidance
+    _check(g.prior in ("toy",), "guidance.prior", f"must be toy, got {g.prior!r}")
+    _check(g.weighting in WEIGHTINGS, "guidance.weighting", f"must be one of {', '.join(WEIGHTINGS)}")
+    _check(g.schedule in SCHEDULES, "guidance.schedule", f"must be one of {', '.join(SCHEDULES)}")
+    _check(0.0 < g.t_min < g.t_max < 1.0, "guidance.t_min",
+           f"need 0 < t_min < t_max < 1, got t_min={g.t_min}, t_max={g.t_max}")
+    _check(g.t_min <= g.t_max_end <= g.t_max, "guidance.t_max_end",
+           f"must lie in [t_min, t_max], got {g.t_max_end}")
+    _check(0.0 <= g.front_bias <= 1.0, "guidance.front_bias", "must be in [0, 1]")
+    _check(len(cfg.prompt.views) > 0, "prompt.views", "needs at least one view rule")
+    _check(cfg.export.threshold == "auto" or _is_float(cfg.export.threshold), "export.threshold",
+           f"must be auto or a number, got {cfg.export.threshold!r}")
+    bad = [f for f in cfg.export.formats if f not in ("glb", "obj")]
+    _check(not bad, "export.formats", f"unknown format {bad[0]!r} (glb, obj)" if bad else "")
+    _check(cfg.device in ("cpu", "cuda", "auto"), "device", f"must be cpu, cuda or auto, got {cfg.device!r}")
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

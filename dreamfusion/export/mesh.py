@@ -1,0 +1,67 @@
+"""Marching cubes on the density field, with vertex colours from the albedo field."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import mcubes
+import numpy as np
+import torch
+
+from ..errors import UserError
+from ..nerf.field import NeRFField
+
+
+@dataclass
+class Mesh:
+    vertices: np.ndarray   # (V, 3) world coordinates, Z up
+    faces: np.ndarray      # (F, 3) int
+    colors: np.ndarray     # (V, 3) albedo in [0, 1] (sRGB)
+
+
+def auto_threshold(step_size: float) -> float:
+    """The density at which one render step of material is half opaque.
+
+    ``1 - exp(-sigma * step) = 0.5``, i.e. ``sigma = ln 2 / step``: the surface the renderer
+    shows is where rays start to saturate, so the mesh follows the rendered silhouette.
+    """
+    return math.log(2.0) / step_size
+
+
+@torch.no_grad()
+def density_grid(field: NeRFField, resolution: int, chunk: int = 1 << 16) -> np.ndarray:
+    """Density sampled at ``resolution^3`` points spanning ``[-bound, bound]^3`` (inclusive)."""
+    axis = torch.linspace(-field.bound, field.bound, resolution)
+    points = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1).reshape(-1, 3)
+    device = next(field.parameters()).device
+    values = [field.density(p.to(device)).cpu() for p in points.split(chunk)]
+    return torch.cat(values).reshape(resolution, resolution, resolution).numpy()
+
+
+@torch.no_grad()
+def extract_mesh(field: NeRFField, resolution: int, threshold: float) -> Mesh:
+    """The ``density = threshold`` surface; an empty or all-solid field is a ``UserError``."""
+    grid = density_grid(field, resolution)
+    lo, hi = float(grid.min()), float(grid.max())
+    if not lo < threshold < hi:
+        suggestion = math.sqrt(max(lo, 1e-6) * hi) if hi > 0 else 0.0
+        state = "empty" if hi <= threshold else "solid everywhere"
+        raise UserError(f"the density field is {state} at threshold {threshold:.4g} (densities "
+                        f"range {lo:.4g}..{hi:.4g}); try export.threshold={suggestion:.4g}")
+    # pad with empty space so surfaces touching the box are closed
+    padded = np.pad(grid, 1, constant_values=min(lo, 0.0))
+    vertices, faces = mcubes.marching_cubes(padded, threshold)
+    vertices = (vertices - 1.0) / (resolution - 1) * 2.0 * field.bound - field.bound
+    faces = faces.astype(np.int64)
+    faces = _outward(vertices, faces)
+    device = next(field.parameters()).device
+    colors = [field.albedo(torch.as_tensor(v, dtype=torch.float32, device=device)).cpu()
+              for v in np.array_split(vertices, max(1, len(vertices) // 65536 + 1))]
+    return Mesh(vertices.astype(np.float32), faces, torch.cat(colors).numpy())
+
+
+def _outward(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Wind faces so that normals point out of the solid (positive signed volume)."""
+    a, b, c = (vertices[faces[:, i]] for i in range(3))
+    signed_volume = np.einsum("ij,ij->i", a, np.cross(b, c)).sum() / 6.0
+    return faces if signed_volume >= 0 else faces[:, ::-1].copy()

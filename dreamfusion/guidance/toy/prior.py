@@ -1,0 +1,171 @@
+"""The toy-world prior: the exact (closed-form) denoiser of each caption's reference images.
+
+For a caption with reference images ``x_i`` the optimal denoiser is
+``x0_hat(x_t) = sum_i softmax_i(-|x_t - sqrt(abar_t) x_i|^2 / (2 (1 - abar_t))) x_i`` and
+``eps_hat = (x_t - sqrt(abar_t) x0_hat) / sqrt(1 - abar_t)``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ...nerf.cameras import Cameras
+from ...nerf.shading import sample_light_directions
+from ...utils.atomic import atomic_path
+from ..base import Prior, scaled_linear_alphas_cumprod
+from ..views import ViewRule
+from .raytrace import trace
+from .world import COLORS, SHAPES, Caption, parse_caption
+
+_VERSION = 1      # bump when the toy world's look changes, to invalidate caches
+
+
+@dataclass(frozen=True)
+class ReferenceSettings:
+    """Everything that determines a caption's reference images (and so their cache key)."""
+    size: int
+    count: int
+    elevation: tuple[float, float]
+    distance: tuple[float, float]
+    fov: tuple[float, float]
+    light_jitter: float
+    ambient: float
+    diffuse: float
+    background: tuple[float, float, float]
+    front_bias: float
+    views: tuple[ViewRule, ...]
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("DREAMFUSION_CACHE", Path.home() / ".cache" / "dreamfusion"))
+
+
+def _seed(*parts: object) -> int:
+    digest = hashlib.sha256(json.dumps(parts, default=str).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def _region_azimuths(rule: ViewRule, n: int, g: torch.Generator) -> torch.Tensor:
+    centers = torch.tensor(rule.azimuth_centers)[torch.randint(len(rule.azimuth_centers), (n,),
+                                                                generator=g)]
+    return centers + rule.half_width * (2.0 * torch.rand(n, generator=g) - 1.0)
+
+
+def reference_cameras(caption: Caption, s: ReferenceSettings, count: int,
+                      g: torch.Generator) -> Cameras:
+    """Cameras for a caption's references: the training distribution, restricted to the
+    caption's view region, or front-biased for a plain caption of an object with a front."""
+    rules = {r.name: r for r in s.views}
+    elev_lo, elev_hi = s.elevation
+    if caption.view is not None:
+        rule = rules[caption.view]
+        azimuth = _region_azimuths(rule, count, g)
+        lo, hi = max(elev_lo, rule.min_elevation), min(elev_hi, rule.max_elevation)
+        if lo > hi:     # a region the training cameras never reach (overhead): use the region
+            lo, hi = rule.min_elevation, min(rule.max_elevation, 89.0)
+        elev_lo, elev_hi = lo, hi
+    else:
+        azimuth = 360.0 * torch.rand(count, generator=g) - 180.0
+        if SHAPES[caption.shape].has_front and "front" in rules:
+            biased = torch.rand(count, generator=g) < s.front_bias
+            azimuth = torch.where(biased, _region_azimuths(rules["front"], count, g), azimuth)
+    sin_lo, sin_hi = math.sin(math.radians(elev_lo)), math.sin(math.radians(elev_hi))
+    elevation = torch.rad2deg(torch.asin(sin_lo + (sin_hi - sin_lo) * torch.rand(count, generator=g)))
+    uni = lambda r: r[0] + (r[1] - r[0]) * torch.rand(count, generator=g)  # noqa: E731
+    return Cameras(azimuth, elevation, uni(s.distance), uni(s.fov))
+
+
+def render_references(caption: Caption, s: ReferenceSettings, count: int) -> torch.Tensor:
+    """``count`` images (count, 3, size, size) in [0, 1], deterministic for the caption."""
+    g = torch.Generator().manual_seed(_seed(_VERSION, caption.text, asdict(s), count))
+    cameras = reference_cameras(caption, s, count, g)
+    lights = sample_light_directions(cameras.positions, s.light_jitter, g)
+    images = []
+    for i in range(0, count, 16):
+        sl = slice(i, i + 16)
+        cams = Cameras(cameras.azimuth[sl], cameras.elevation[sl], cameras.distance[sl],
+                       cameras.fov[sl])
+        images.append(trace(caption, cams, s.size, lights[sl], s.background, s.ambient,
+                            s.diffuse).rgb)
+    return torch.cat(images).permute(0, 3, 1, 2).contiguous()
+
+
+class ToyWorldPrior(Prior):
+    """Conditions are reference sets ``(N, D)`` in [-1, 1]; denoising is exact."""
+
+    def __init__(self, settings: ReferenceSettings, uncond_per_caption: int,
+                 cache_dir: Path | None = None) -> None:
+        self.settings = settings
+        self.uncond_per_caption = uncond_per_caption
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.alphas_cumprod = scaled_linear_alphas_cumprod()
+        self._memory: dict[tuple[str, int], torch.Tensor] = {}
+        self._uncond: torch.Tensor | None = None
+
+    def parse(self, prompt: str) -> Caption:
+        return parse_caption(prompt, tuple(r.name for r in self.settings.views))
+
+    def references(self, caption: Caption, count: int) -> torch.Tensor:
+        """The caption's reference images (count, 3, H, W), from memory, disk or rendered."""
+        key = (caption.text, count)
+        if key not in self._memory:
+            name = hashlib.sha256(json.dumps([_VERSION, caption.text, count, asdict(self.settings)],
+                                             default=str).encode()).hexdigest()[:24]
+            path = self.cache_dir / "toy" / f"{name}.safetensors"
+            try:
+                images = load_file(str(path))["images"]
+            except (OSError, KeyError, SafetensorError):   # absent or unreadable: render again
+                images = render_references(caption, self.settings, count)
+                try:
+                    with atomic_path(path) as tmp:
+                        save_file({"images": images}, str(tmp))
+                except OSError:
+                    pass    # an unwritable cache costs time, not correctness
+            self._memory[key] = images
+        return self._memory[key]
+
+    def condition(self, prompt: str) -> torch.Tensor:
+        images = self.references(self.parse(prompt), self.settings.count)
+        return self.encode(images).flatten(1)
+
+    def unconditional(self) -> torch.Tensor:
+        """The union of every plain caption's first references: the toy world's marginal."""
+        if self._uncond is None:
+            sets = [self.references(Caption(c, s), self.uncond_per_caption)
+                    for s in SHAPES for c in COLORS]
+            self._uncond = self.encode(torch.cat(sets)).flatten(1)
+        return self._uncond
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return images * 2.0 - 1.0
+
+    def predict_noise(self, x_t: torch.Tensor, t: torch.Tensor,
+                      condition: torch.Tensor) -> torch.Tensor:
+        return optimal_denoiser_eps(x_t, self.alphas_cumprod.to(x_t.device)[t], condition)
+
+
+def optimal_denoiser_eps(x_t: torch.Tensor, abar: torch.Tensor, refs: torch.Tensor) -> torch.Tensor:
+    """Exact ``eps_hat`` for the empirical distribution ``refs`` (N, D); x_t (B, ...)."""
+    shape = x_t.shape
+    x = x_t.reshape(shape[0], -1).double()
+    a = abar.double().view(-1, 1)
+    r = refs.to(x.device).double()
+    sq = (x * x).sum(-1, keepdim=True) - 2.0 * a.sqrt() * (x @ r.T) + a * (r * r).sum(-1)
+    weights = torch.softmax(-sq / (2.0 * (1.0 - a)), dim=-1)
+    x0 = weights @ r
+    eps = (x - a.sqrt() * x0) / (1.0 - a).sqrt()
+    return eps.to(x_t.dtype).view(shape)
+
+
+def views_from_config(rules: Sequence[dict]) -> tuple[ViewRule, ...]:
+    return tuple(ViewRule(r["name"], r["suffix"], tuple(r["azimuth_centers"]), r["half_width"],
+                          r["min_elevation"], r["max_elevation"]) for r in rules)

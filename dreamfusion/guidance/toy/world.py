@@ -1,0 +1,141 @@
+"""The toy world: analytic objects (signed distance functions), colours and captions."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from ...errors import UserError
+
+COLORS: dict[str, tuple[float, float, float]] = {
+    "red": (0.85, 0.12, 0.10), "orange": (0.95, 0.50, 0.08), "yellow": (0.95, 0.85, 0.15),
+    "green": (0.15, 0.65, 0.20), "blue": (0.12, 0.30, 0.85), "purple": (0.55, 0.20, 0.70),
+    "white": (0.92, 0.92, 0.92),
+}
+
+
+def _length(v: torch.Tensor) -> torch.Tensor:
+    return v.norm(dim=-1)
+
+
+def sphere(p: torch.Tensor) -> torch.Tensor:
+    return _length(p) - 0.5
+
+
+def cube(p: torch.Tensor) -> torch.Tensor:
+    q = p.abs() - 0.4
+    return _length(q.clamp_min(0.0)) + q.amax(dim=-1).clamp_max(0.0)
+
+
+def cylinder(p: torch.Tensor) -> torch.Tensor:
+    d = torch.stack([_length(p[..., :2]) - 0.35, p[..., 2].abs() - 0.45], dim=-1)
+    return _length(d.clamp_min(0.0)) + d.amax(dim=-1).clamp_max(0.0)
+
+
+def cone(p: torch.Tensor) -> torch.Tensor:
+    # capped cone: base radius 0.45 at z = -0.4, apex at z = 0.5 (exact SDF, after Quilez)
+    h, r1 = 0.45, 0.45
+    q = torch.stack([_length(p[..., :2]), p[..., 2] - 0.05], dim=-1)
+    k1 = torch.tensor([0.0, h])
+    k2 = torch.tensor([-r1, 2.0 * h])
+    ca = torch.stack([q[..., 0] - q[..., 0].clamp(max=torch.where(q[..., 1] < 0, r1, 0.0)),
+                      q[..., 1].abs() - h], dim=-1)
+    t = (((k1 - q) * k2).sum(-1) / (k2 * k2).sum()).clamp(0.0, 1.0)
+    cb = q - k1 + k2 * t.unsqueeze(-1)
+    s = torch.where((cb[..., 0] < 0) & (ca[..., 1] < 0), -1.0, 1.0)
+    return s * torch.sqrt(torch.minimum((ca * ca).sum(-1), (cb * cb).sum(-1)))
+
+
+def torus(p: torch.Tensor) -> torch.Tensor:
+    q = torch.stack([_length(p[..., :2]) - 0.4, p[..., 2]], dim=-1)
+    return _length(q) - 0.15
+
+
+def _ellipsoid(p: torch.Tensor, centre: tuple, radii: tuple) -> torch.Tensor:
+    # a bound, not exact; good enough to sphere-trace with a safety factor
+    r = torch.tensor(radii)
+    q = p - torch.tensor(centre)
+    k0 = _length(q / r)
+    k1 = _length(q / (r * r))
+    return k0 * (k0 - 1.0) / k1.clamp_min(1e-9)
+
+
+def duck_body(p: torch.Tensor) -> torch.Tensor:
+    body = _ellipsoid(p, (-0.05, 0.0, -0.15), (0.5, 0.34, 0.27))
+    head = _length(p - torch.tensor([0.25, 0.0, 0.22])) - 0.2
+    return torch.minimum(body, head)
+
+
+def duck_beak(p: torch.Tensor) -> torch.Tensor:
+    """The beak points to +X, the front; it is what makes the duck's views differ."""
+    return _ellipsoid(p, (0.47, 0.0, 0.19), (0.15, 0.09, 0.045))
+
+
+@dataclass(frozen=True)
+class Part:
+    sdf: Callable[[torch.Tensor], torch.Tensor]
+    color: str | None = None       # None: the caption's colour
+
+
+@dataclass(frozen=True)
+class Shape:
+    parts: tuple[Part, ...]
+    has_front: bool = False
+
+
+SHAPES: dict[str, Shape] = {
+    "sphere": Shape((Part(sphere),)), "cube": Shape((Part(cube),)),
+    "cylinder": Shape((Part(cylinder),)), "cone": Shape((Part(cone),)),
+    "torus": Shape((Part(torus),)),
+    "duck": Shape((Part(duck_body), Part(duck_beak, color="orange")), has_front=True),
+}
+
+
+@dataclass(frozen=True)
+class Caption:
+    color: str
+    shape: str
+    view: str | None = None
+
+    @property
+    def text(self) -> str:
+        article = "an" if self.color[0] in "aeiou" else "a"
+        suffix = f", {self.view} view" if self.view else ""
+        return f"{article} {self.color} {self.shape}{suffix}"
+
+    def part_colors(self) -> list[tuple[float, float, float]]:
+        out = []
+        for part in SHAPES[self.shape].parts:
+            name = part.color or self.color
+            if part.color is not None and part.color == self.color:
+                name = "red"          # an orange duck keeps a beak that stands out
+            out.append(COLORS[name])
+        return out
+
+
+def vocabulary() -> str:
+    return f"colours: {', '.join(COLORS)}; shapes: {', '.join(SHAPES)}"
+
+
+def parse_caption(prompt: str, views: tuple[str, ...]) -> Caption:
+    """Read "a red cube" or "a yellow duck, side view"; anything else is a ``UserError``."""
+    text = prompt.strip().lower().rstrip(".")
+    view = None
+    match = re.fullmatch(r"(.*?),\s*(\w+) view", text)
+    if match:
+        text, view = match.group(1), match.group(2)
+        if view not in views:
+            raise UserError(f"unknown view {view!r} in prompt {prompt!r}; views: {', '.join(views)}")
+    words = [w for w in re.split(r"\s+", text) if w and w not in ("a", "an", "the")]
+    unknown = [w for w in words if w not in COLORS and w not in SHAPES]
+    if unknown:
+        raise UserError(f"the toy prior does not know {unknown[0]!r} in {prompt!r}; "
+                        f"it knows {vocabulary()}")
+    colors = [w for w in words if w in COLORS]
+    shapes = [w for w in words if w in SHAPES]
+    if len(colors) != 1 or len(shapes) != 1 or len(words) != 2:
+        raise UserError(f"a toy prompt is 'a <colour> <shape>[, <view> view]', got {prompt!r}; "
+                        f"it knows {vocabulary()}")
+    return Caption(colors[0], shapes[0], view)

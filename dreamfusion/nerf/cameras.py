@@ -1,0 +1,75 @@
+"""Cameras on a sphere around the origin, looking at it, in a Z-up world.
+
+Azimuth 0 looks from +X (the object's front), azimuth 90 from +Y; elevation is measured from
+the XY plane. Field of view is the full vertical angle of a square image.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Cameras:
+    azimuth: torch.Tensor     # degrees, (B,)
+    elevation: torch.Tensor   # degrees, (B,)
+    distance: torch.Tensor    # (B,)
+    fov: torch.Tensor         # degrees, (B,)
+
+    def __len__(self) -> int:
+        return self.azimuth.shape[0]
+
+    @property
+    def positions(self) -> torch.Tensor:
+        a, e = torch.deg2rad(self.azimuth), torch.deg2rad(self.elevation)
+        return self.distance.unsqueeze(-1) * torch.stack(
+            [torch.cos(e) * torch.cos(a), torch.cos(e) * torch.sin(a), torch.sin(e)], dim=-1)
+
+    def basis(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Forward, right and up unit vectors (B, 3) each."""
+        pos = self.positions
+        forward = -pos / pos.norm(dim=-1, keepdim=True)
+        a = torch.deg2rad(self.azimuth)
+        # right from the azimuth alone stays defined when looking straight down
+        right = torch.stack([-torch.sin(a), torch.cos(a), torch.zeros_like(a)], dim=-1)
+        up = torch.cross(right, forward, dim=-1)
+        return forward, right, up
+
+    def rays(self, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Ray origins and unit directions, (B, H, W, 3) each, through pixel centres."""
+        forward, right, up = self.basis()
+        half = torch.tan(torch.deg2rad(self.fov) / 2).view(-1, 1, 1, 1)
+        dev, dtype = self.azimuth.device, self.azimuth.dtype
+        ys = (1.0 - (torch.arange(height, device=dev, dtype=dtype) + 0.5) * 2.0 / height)
+        xs = ((torch.arange(width, device=dev, dtype=dtype) + 0.5) * 2.0 / width - 1.0)
+        yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+        dirs = (forward.view(-1, 1, 1, 3) + half * xx.unsqueeze(-1) * right.view(-1, 1, 1, 3)
+                + half * yy.unsqueeze(-1) * up.view(-1, 1, 1, 3))
+        dirs = dirs / dirs.norm(dim=-1, keepdim=True)
+        origins = self.positions.view(-1, 1, 1, 3).expand_as(dirs)
+        return origins, dirs
+
+
+def _uniform(n: int, low: float, high: float, generator: torch.Generator | None) -> torch.Tensor:
+    return low + (high - low) * torch.rand(n, generator=generator)
+
+
+def sample_cameras(n: int, elevation: tuple[float, float], azimuth: tuple[float, float],
+                   distance: tuple[float, float], fov: tuple[float, float],
+                   generator: torch.Generator | None = None) -> Cameras:
+    """Cameras drawn uniformly in each range; elevation uniform on the sphere's band."""
+    lo, hi = (math.sin(math.radians(v)) for v in elevation)
+    elev = torch.rad2deg(torch.asin(_uniform(n, lo, hi, generator)))
+    return Cameras(_uniform(n, *azimuth, generator), elev, _uniform(n, *distance, generator),
+                   _uniform(n, *fov, generator))
+
+
+def orbit(n: int, elevation: float, distance: float, fov: float,
+          start_azimuth: float = 0.0) -> Cameras:
+    """``n`` cameras evenly spaced in azimuth at one elevation (turntables, evaluation)."""
+    az = start_azimuth + torch.arange(n, dtype=torch.float32) * 360.0 / n
+    az = (az + 180.0) % 360.0 - 180.0
+    full = lambda v: torch.full((n,), float(v))  # noqa: E731
+    return Cameras(az, full(elevation), full(distance), full(fov))

@@ -1,0 +1,134 @@
+"""Multi-resolution hash-grid encoding (Instant-NGP) with tiny-cuda-nn's parameter layout.
+
+The layout follows tiny-cuda-nn's ``GridEncoding`` exactly, so that a later tcnn backend can
+load these parameters unchanged:
+
+* level ``l`` has ``scale_l = base_resolution * growth**l - 1`` and
+  ``resolution_l = ceil(scale_l) + 1``;
+* a point ``x`` in ``[0, 1]^3`` maps to ``p = x * scale_l + 0.5``; its cell is ``floor(p)`` and
+  the trilinear weights come from ``p - floor(p)``;
+* level ``l`` owns ``size_l = min(next_multiple(resolution_l**3, 8), table_size)`` rows of one
+  flat ``(sum_l size_l, features)`` table; coarse levels whose grid fits are indexed densely
+  (``x + y * res + z * res**2``), finer ones by tcnn's coherent prime hash
+  (``x * 1 ^ y * 2654435761 ^ z * 805459861``, in uint32), both taken modulo ``size_l``;
+* parameters start uniform in ``[-1e-4, 1e-4]``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+_PRIMES = (1, 2654435761, 805459861)
+_UINT32 = 0xFFFFFFFF
+
+
+class _GatherRows(torch.autograd.Function):
+    """``table[rows]`` whose backward is a plain ``index_add`` (embedding's sorts, and is slower
+    on the CPU); each direction is the other's adjoint, so double backward works too."""
+
+    @staticmethod
+    def forward(ctx, table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(rows)
+        ctx.n_rows = table.shape[0]
+        return table.index_select(0, rows)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (rows,) = ctx.saved_tensors
+        return _ScatterRows.apply(grad, rows, ctx.n_rows), None
+
+
+class _ScatterRows(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, values: torch.Tensor, rows: torch.Tensor, n_rows: int) -> torch.Tensor:
+        ctx.save_for_backward(rows)
+        out = values.new_zeros(n_rows, values.shape[1])
+        return out.index_add_(0, rows, values)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (rows,) = ctx.saved_tensors
+        return _GatherRows.apply(grad, rows), None, None
+
+
+@dataclass(frozen=True)
+class LevelLayout:
+    scale: float
+    resolution: int
+    size: int
+    offset: int
+    dense: bool
+
+
+def level_layouts(n_levels: int, table_size_log2: int, base_resolution: int,
+                  growth: float) -> list[LevelLayout]:
+    """The per-level scale, resolution, table rows and offset, as tiny-cuda-nn computes them."""
+    table_size = 1 << table_size_log2
+    layouts, offset = [], 0
+    log2_growth = math.log2(growth)
+    for level in range(n_levels):
+        # float32 arithmetic, as tcnn does on the device, so resolutions agree at the edges
+        scale = float(torch.tensor(2.0, dtype=torch.float32) ** (level * log2_growth)
+                      * base_resolution - 1.0)
+        resolution = int(math.ceil(scale)) + 1
+        dense_rows = resolution ** 3
+        size = min(-(-dense_rows // 8) * 8, table_size)
+        layouts.append(LevelLayout(scale, resolution, size, offset, dense_rows <= size))
+        offset += size
+    return layouts
+
+
+class HashGridEncoding(nn.Module):
+    """Encode points in ``[0, 1]^3`` as ``n_levels * features`` trilinearly interpolated features."""
+
+    def __init__(self, n_levels: int = 16, features: int = 2, table_size_log2: int = 19,
+                 base_resolution: int = 16, growth: float = 1.447269237440378) -> None:
+        super().__init__()
+        self.layouts = level_layouts(n_levels, table_size_log2, base_resolution, growth)
+        self.n_levels, self.features = n_levels, features
+        total = self.layouts[-1].offset + self.layouts[-1].size
+        self.params = nn.Parameter(torch.empty(total, features).uniform_(-1e-4, 1e-4))
+        as_tensor = lambda attr, dtype: torch.tensor(  # noqa: E731
+            [getattr(lay, attr) for lay in self.layouts], dtype=dtype)
+        self.register_buffer("_scale", as_tensor("scale", torch.float32), persistent=False)
+        self.register_buffer("_resolution", as_tensor("resolution", torch.int64), persistent=False)
+        self.register_buffer("_size", as_tensor("size", torch.int64), persistent=False)
+        self.register_buffer("_offset", as_tensor("offset", torch.int64), persistent=False)
+        self.register_buffer("_dense", as_tensor("dense", torch.bool), persistent=False)
+
+    @property
+    def output_dim(self) -> int:
+        return self.n_levels * self.features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Features of points ``x`` (N, 3) in ``[0, 1]^3``; returns (N, n_levels * features).
+
+        ``f_l(x) = sum_c w_c(x) * table[index_l(cell(x) + c)]`` over the 8 corners ``c``,
+        with ``w_c = prod_d (frac_d if c_d else 1 - frac_d)``.
+        """
+        n = x.shape[0]
+        pos = x.unsqueeze(1) * self._scale.view(1, -1, 1) + 0.5            # (N, L, 3)
+        cell = torch.floor(pos)
+        frac = pos - cell                                                   # carries d/dx
+        # both corners along each dimension: (N, L, 3, 2); the 8 corners are their outer product
+        ends = cell.long().unsqueeze(-1) + torch.arange(2, device=x.device)
+        res = self._resolution.view(1, -1, 1)
+        dense = (ends[:, :, 0].view(n, -1, 2, 1, 1) + (ends[:, :, 1] * res).view(n, -1, 1, 2, 1)
+                 + (ends[:, :, 2] * res * res).view(n, -1, 1, 1, 2))
+        primes = torch.tensor(_PRIMES, device=x.device).view(1, 1, 3, 1)
+        h = (ends * primes) & _UINT32
+        hashed = h[:, :, 0].view(n, -1, 2, 1, 1) ^ h[:, :, 1].view(n, -1, 1, 2, 1) \
+            ^ h[:, :, 2].view(n, -1, 1, 1, 2)
+        level = (-1, 1, 1, 1)
+        rows = torch.where(self._dense.view(level), dense, hashed) % self._size.view(level) \
+            + self._offset.view(level)                                      # (N, L, 2, 2, 2)
+        w = torch.stack([1.0 - frac, frac], dim=-1)                         # (N, L, 3, 2)
+        weights = (w[:, :, 0].view(n, -1, 2, 1, 1) * w[:, :, 1].view(n, -1, 1, 2, 1)
+                   * w[:, :, 2].view(n, -1, 1, 1, 2))
+        values = _GatherRows.apply(self.params, rows.reshape(-1))
+        values = values.view(n, self.n_levels, 8, self.features)
+        out = (weights.reshape(n, self.n_levels, 8, 1) * values).sum(dim=2)
+        return out.reshape(n, self.output_dim)

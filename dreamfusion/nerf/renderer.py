@@ -1,0 +1,72 @@
+"""Render images of a field through the occupancy-grid marcher."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .cameras import Cameras
+from .field import NeRFField
+from .marcher import RaySamples, march_rays
+from .occupancy import OccupancyGrid
+from .shading import Background, shade
+from .volrend import accumulate_along_rays, render_transmittance, render_weights
+
+
+@dataclass
+class RenderSettings:
+    step_size: float
+    early_stop_eps: float = 1e-4
+    ambient: float = 0.3
+    diffuse: float = 0.7
+
+
+@dataclass
+class Rendered:
+    rgb: torch.Tensor        # (B, H, W, 3) composited over the background
+    opacity: torch.Tensor    # (B, H, W)
+    depth: torch.Tensor      # (B, H, W)
+    n_samples: int
+
+
+def _cull_terminated(field: NeRFField, origins: torch.Tensor, dirs: torch.Tensor,
+                     samples: RaySamples, n_rays: int, eps: float) -> RaySamples:
+    """Drop samples behind the point where transmittance falls under ``eps``.
+
+    A cheap density-only pass without gradients finds them, so the expensive pass with
+    gradients and normals runs on the samples that matter (early ray termination).
+    """
+    if samples.ray_indices.numel() == 0:
+        return samples
+    with torch.no_grad():
+        sigmas = field.density(samples.points(origins, dirs))
+        trans, _ = render_transmittance(sigmas, samples.t_ends - samples.t_starts,
+                                        samples.ray_indices, n_rays)
+    return samples.select(trans > eps)
+
+
+def render(field: NeRFField, grid: OccupancyGrid | None, background: Background,
+           cameras: Cameras, height: int, width: int, settings: RenderSettings,
+           mode: str = "albedo", light_dirs: torch.Tensor | None = None) -> Rendered:
+    """Render ``cameras`` with one shading ``mode``; ``light_dirs`` (B, 3) for shaded modes."""
+    device = next(field.parameters()).device
+    origins, dirs = cameras.rays(height, width)
+    b = len(cameras)
+    origins, dirs = origins.reshape(-1, 3).to(device), dirs.reshape(-1, 3).to(device)
+    n_rays = origins.shape[0]
+    samples = march_rays(origins, dirs, grid, field.bound, settings.step_size)
+    samples = _cull_terminated(field, origins, dirs, samples, n_rays, settings.early_stop_eps)
+    idx = samples.ray_indices
+    sigmas, albedo, normals = field(samples.points(origins, dirs), with_normals=mode != "albedo")
+    weights = render_weights(sigmas, samples.t_ends - samples.t_starts, idx, n_rays)
+    lights = None
+    if light_dirs is not None:
+        lights = light_dirs.to(device).repeat_interleave(height * width, dim=0)[idx]
+    colors = shade(albedo, normals, lights, mode, settings.ambient, settings.diffuse)
+    rgb = accumulate_along_rays(weights, colors, idx, n_rays)
+    opacity = accumulate_along_rays(weights, None, idx, n_rays)
+    mid = 0.5 * (samples.t_starts + samples.t_ends)
+    depth = accumulate_along_rays(weights, mid.unsqueeze(-1), idx, n_rays).squeeze(-1)
+    rgb = rgb + (1.0 - opacity).unsqueeze(-1) * background(dirs)
+    return Rendered(rgb.view(b, height, width, 3), opacity.view(b, height, width),
+                    depth.view(b, height, width), int(idx.numel()))

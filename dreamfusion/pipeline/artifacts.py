@@ -1,0 +1,68 @@
+"""What a run leaves on disk besides meshes: images, turntables, checkpoints, logs."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import torch
+
+from ..nerf.cameras import Cameras, orbit
+from ..nerf.renderer import render
+from ..utils.atomic import atomic_path
+from .build import Scene
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    return (images.detach().clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
+
+
+def write_png(path: Path, image: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        iio.imwrite(tmp, image, extension=".png")
+
+
+@torch.no_grad()
+def render_views(scene: Scene, cameras: Cameras, size: int, mode: str) -> torch.Tensor:
+    """Images (B, size, size, 3), lit from each camera for the shaded modes."""
+    lights = cameras.positions / cameras.positions.norm(dim=-1, keepdim=True)
+    out = render(scene.field, scene.grid, scene.background, cameras, size, size, scene.settings,
+                 mode, lights)
+    return out.rgb
+
+
+def validation_strip(scene: Scene, distance: float, fov: float, size: int) -> np.ndarray:
+    """Front, side, back and other side, albedo above and textureless below."""
+    cams = orbit(4, 15.0, distance, fov)
+    rows = [torch.cat(list(render_views(scene, cams, size, mode)), dim=1)
+            for mode in ("albedo", "textureless")]
+    return to_uint8(torch.cat(rows, dim=0))
+
+
+def write_turntable(scene: Scene, path: Path, frames: int, size: int, elevation: float,
+                    distance: float, fov: float) -> None:
+    cams = orbit(frames, elevation, distance, fov)
+    images = to_uint8(render_views(scene, cams, size, "lambertian"))
+    with atomic_path(path) as tmp:
+        iio.imwrite(tmp, images, extension=".gif", duration=80, loop=0)
+
+
+def save_checkpoint(path: Path, scene: Scene, optimizer: torch.optim.Optimizer, step: int) -> None:
+    """Plain tensors and numbers only, so ``torch.load(..., weights_only=True)`` reads it."""
+    state = {name: module.state_dict() for name, module in scene.modules().items()}
+    state.update(optimizer=optimizer.state_dict(), step=step)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: Path, scene: Scene) -> dict:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for name, module in scene.modules().items():
+        module.load_state_dict(state[name])
+    return state
+
+
+def write_json(path: Path, data: dict) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")

@@ -1,0 +1,113 @@
+"""The SDS training loop: sample a camera, render, distil the prior's score, step."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from omegaconf import DictConfig
+
+from ..guidance.base import Prior, sds_loss
+from ..guidance.schedules import TimestepSchedule
+from ..guidance.views import view_prompt
+from ..nerf.cameras import Cameras, sample_cameras
+from ..nerf.renderer import Rendered, render
+from ..nerf.shading import SHADING_MODES, sample_light_directions
+from .build import Scene, view_rules
+
+
+@dataclass
+class StepStats:
+    step: int
+    loss: float
+    t: float
+    mode: str
+    view: str
+    samples: int
+
+
+@dataclass
+class Trainer:
+    cfg: DictConfig
+    scene: Scene
+    prior: Prior
+    prompt: str
+    step: int = 0
+    _conditions: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        o = self.cfg.optim
+        f = self.scene.field
+        grid_params = [f.encoding.params]
+        other = [p for n, p in f.named_parameters() if not n.startswith("encoding.")]
+        other += list(self.scene.background.parameters())
+        self.optimizer = torch.optim.Adam(
+            [{"params": grid_params, "lr": o.lr * o.lr_grid_scale}, {"params": other, "lr": o.lr}],
+            betas=(o.beta1, o.beta2), eps=o.eps)
+        g = self.cfg.guidance
+        self.schedule = TimestepSchedule(g.schedule, g.t_min, g.t_max, g.t_max_end)
+        self.rules = view_rules(self.cfg)
+
+    def condition(self, prompt: str) -> Any:
+        if prompt not in self._conditions:
+            self._conditions[prompt] = self.prior.condition(prompt)
+        return self._conditions[prompt]
+
+    def prompts_for(self, cameras: Cameras) -> list[str]:
+        if not self.cfg.prompt.view_dependent:
+            return [self.prompt] * len(cameras)
+        return [view_prompt(self.prompt, float(a), float(e), self.rules)
+                for a, e in zip(cameras.azimuth, cameras.elevation)]
+
+    def _shading_mode(self) -> str:
+        s = self.cfg.shading
+        if self.step < s.albedo_only_steps:
+            return "albedo"
+        probs = torch.tensor([s.albedo, s.lambertian, s.textureless])
+        return SHADING_MODES[int(torch.multinomial(probs, 1))]
+
+    def _update_grid(self) -> None:
+        m = self.cfg.marcher
+        if self.step < m.warmup_steps or self.step % m.update_every == 0:
+            self.scene.grid.update(self.scene.field.density)
+
+    def train_step(self) -> StepStats:
+        cfg = self.cfg
+        self._update_grid()
+        c = cfg.camera
+        cams = sample_cameras(cfg.batch_size, tuple(c.elevation), tuple(c.azimuth),
+                              tuple(c.distance), tuple(c.fov))
+        lights = sample_light_directions(cams.positions, cfg.shading.light_jitter)
+        mode = self._shading_mode()
+        out: Rendered = render(self.scene.field, self.scene.grid, self.scene.background, cams,
+                               cfg.height, cfg.width, self.scene.settings, mode, lights)
+        images = out.rgb.permute(0, 3, 1, 2)
+        g = cfg.guidance
+        t = self.schedule.sample(self.step / max(cfg.steps - 1, 1), self.prior.n_train_steps,
+                                 cfg.batch_size)
+        prompts = self.prompts_for(cams)
+        loss = images.new_zeros(())
+        for i, prompt in enumerate(prompts):
+            result = sds_loss(self.prior, images[i:i + 1], t[i:i + 1], self.condition(prompt),
+                              g.guidance_scale, g.weighting, g.grad_clip)
+            loss = loss + result.loss / len(prompts)
+        if cfg.optim.opacity_entropy > 0:
+            o = out.opacity.clamp(1e-5, 1 - 1e-5)
+            entropy = -(o * o.log() + (1 - o) * (1 - o).log()).mean()
+            loss = loss + cfg.optim.opacity_entropy * entropy
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step += 1
+        view = prompts[0][len(self.prompt):].strip(", ") or "plain"
+        return StepStats(self.step, float(loss.detach()), float(t.float().mean()) / self.prior.n_train_steps,
+                         mode, view, out.n_samples)
+
+    def fit(self, on_step: Callable[[StepStats], None] | None = None) -> None:
+        while self.step < self.cfg.steps:
+            stats = self.train_step()
+            if not math.isfinite(stats.loss):
+                raise FloatingPointError(f"loss became {stats.loss} at step {stats.step}")
+            if on_step is not None:
+                on_step(stats)

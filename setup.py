@@ -1,0 +1,29 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="dreamfusion",
+    version="0.1.0",
+    description="Text-to-3D by Score Distillation Sampling: a NeRF-based DreamFusion.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["dreamfusion", "dreamfusion.*"]) + ["dreamfusion.configs"],
+    # the YAML configs live at the top of the repository and install as dreamfusion.configs
+    package_dir={"dreamfusion.configs": "configs"},
+    package_data={"dreamfusion.configs": ["*.yaml"]},
+    install_requires=[
+        "torch>=2.1",
+        "numpy>=1.24",
+        "omegaconf>=2.3",
+        "PyYAML>=6.0",
+        "trimesh>=4.0",
+        "PyMCubes>=0.1.4",
+        "imageio>=2.31",
+        "pillow>=10.0",
+        "tqdm>=4.66",
+        "safetensors>=0.4",
+    ],
+    extras_require={"test": ["pytest>=7.4"]},
+    entry_points={"console_scripts": ["dreamfusion=dreamfusion.cli:main"]},
+)

@@ -1,0 +1,30 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path_factory, monkeypatch):
+    # the toy references are cached per session, never in the user's home
+    monkeypatch.setenv("DREAMFUSION_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    torch.manual_seed(0)
+
+
+FAST = [  # a run small enough for the unit tests (seconds, not minutes)
+    "steps=6", "height=16", "width=16", "nerf.grid.n_levels=4", "nerf.grid.table_size_log2=12",
+    "nerf.hidden=16", "marcher.grid_resolution=16", "marcher.warmup_steps=2",
+    "marcher.update_every=2", "guidance.references=16", "guidance.uncond_per_caption=1",
+    "export.resolution=32", "output.val_every=3", "output.val_size=16",
+    "output.turntable_frames=3", "output.turntable_size=16",
+]
+
+
+@pytest.fixture
+def fast_overrides(tmp_path: Path) -> list[str]:
+    return FAST + [f"output.root={tmp_path / 'outputs'}"]
+
+
+def pytest_configure(config):
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
