@@ -6,14 +6,15 @@ from torch import nn
 class SphereField(nn.Module):
     """A ball of constant density ``sigma`` and radius ``radius``, coloured by position."""
 
-    def __init__(self, radius: float = 0.5, sigma: float = 50.0, bound: float = 1.0) -> None:
+    def __init__(self, radius: float = 0.5, sigma: float = 50.0, bound: float = 1.0,
+                 sharpness: float = 2000.0) -> None:
         super().__init__()
-        self.radius, self.sigma, self.bound = radius, sigma, bound
+        self.radius, self.sigma, self.bound, self.sharpness = radius, sigma, bound, sharpness
         self.dummy = nn.Parameter(torch.zeros(1))
 
     def density(self, x):
-        # a thin smooth shell keeps the surface well defined for marching cubes
-        return self.sigma * torch.sigmoid((self.radius - x.norm(dim=-1)) * 2000.0)
+        # sigma / 2 exactly on the sphere; sharpness sets how hard the edge is
+        return self.sigma * torch.sigmoid((self.radius - x.norm(dim=-1)) * self.sharpness)
 
     def albedo(self, x):
         return (x.clamp(-1, 1) + 1) / 2

@@ -26,7 +26,8 @@ def test_corner_lookup_matches_hand_computation():
     assert coarse.dense and not fine.dense
     with torch.no_grad():
         enc.params.copy_(torch.arange(enc.params.shape[0], dtype=torch.float32).unsqueeze(1))
-    # a point on a grid vertex of both levels reads exactly one table row per level
+    # x = 0 sits at the centre of cell (0, 0, 0) of every level (the +0.5 offset), so each
+    # level returns the mean of its 8 corner rows
     x = torch.tensor([[0.0, 0.0, 0.0]])
     # coarse: pos = 0 * 3 + 0.5 -> cell 0, frac 0.5 in each dim: the mean of 8 dense rows
     cells = [(i, j, k) for i in (0, 1) for j in (0, 1) for k in (0, 1)]
@@ -47,10 +48,9 @@ def test_gradcheck_small_grid():
                            growth=2.0).double()
     with torch.no_grad():
         enc.params.uniform_(-1, 1)
-    # keep points away from cell faces, where the trilinear interpolant has kinks
+    # steps of 1e-6 almost never cross a cell face, where the interpolant has kinks
     x = (torch.rand(20, 3, dtype=torch.float64) * 0.8 + 0.1).requires_grad_(True)
     params = enc.params
-
 
     def fn(p, pts):
         return torch.func.functional_call(enc, {"params": p}, (pts,))

@@ -11,7 +11,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ..pipeline.artifacts import write_json
-from ..pipeline.run import RunResult, run, slugify
+from ..pipeline.run import RunResult, prepare, run, slugify
 from ..utils.atomic import write_text
 
 DEFAULT_PROMPTS = ("a red cube", "a blue torus", "a green cylinder", "a yellow duck")
@@ -49,6 +49,8 @@ def _table(rows: list[dict]) -> str:
 def run_toy_bench(cfg: DictConfig, prompts: list[str] | None, seeds: list[int],
                   results: str, runs: str, command_args: list[str]) -> list[dict]:
     prompts = list(prompts or DEFAULT_PROMPTS)
+    for prompt in prompts:          # every bad prompt is refused before the first run starts
+        prepare(prompt, cfg)
     runs_dir, results_dir = Path(runs), Path(results)
     rows, total, started = [], len(prompts) * len(seeds), time.perf_counter()
     for prompt in prompts:

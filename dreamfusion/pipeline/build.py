@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
+from ..errors import UserError
 from ..guidance.base import Prior
 from ..guidance.toy.prior import ReferenceSettings, ToyWorldPrior, views_from_config
 from ..guidance.views import ViewRule
@@ -51,7 +52,6 @@ def build_prior(cfg: DictConfig) -> Prior:
     if g.prior != "toy":
         raise ValueError(f"unknown prior {g.prior}")
     if cfg.height != cfg.width:
-        from ..errors import UserError
         raise UserError("the toy prior renders square references: set height == width")
     settings = ReferenceSettings(
         size=cfg.height, count=g.references, elevation=tuple(cfg.camera.elevation),
