@@ -44,8 +44,9 @@ def _run(args: argparse.Namespace) -> int:
     print(f"wrote {result.run_dir} in {result.seconds:.0f} s: {', '.join(result.files)}")
     if "silhouette_iou" in result.metrics:
         m = result.metrics
-        print(f"toy ground truth: silhouette IoU {m['silhouette_iou']:.3f} "
-              f"(side views {m['side_iou']:.3f}) over 8 azimuths")
+        print(f"toy ground truth: silhouette IoU {m['silhouette_iou']:.3f} over 8 azimuths "
+              f"(side views {m['side_iou']:.3f}; {m['best_yaw_iou']:.3f} after the best yaw, "
+              f"{m['best_yaw']:+.0f} deg)")
     return 0
 
 
@@ -71,6 +72,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"dreamfusion: error: {exc}", file=sys.stderr)
         return 2
+    except FloatingPointError as exc:               # a diverged run is not the user's input
+        print(f"dreamfusion: training failed: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("dreamfusion: interrupted", file=sys.stderr)
         return 130

@@ -15,6 +15,15 @@ from ..pipeline.run import RunResult, prepare, run, slugify
 from ..utils.atomic import write_text
 
 DEFAULT_PROMPTS = ("a red cube", "a blue torus", "a green cylinder", "a yellow duck")
+METRICS = (
+    "Silhouette IoU: the rendered opacity (> 0.5) against the true silhouette, one ray per "
+    "pixel centre for both, 64x64, at 8 azimuths (every 45 deg from the front) and 15 deg "
+    "elevation; side views are azimuths +-90 deg. Best-yaw IoU is the same after turning the "
+    "result about the vertical axis by the best multiple of 9 deg: the toy prior sees a "
+    "symmetric object such as the cube from random azimuths and cannot fix its yaw, so a "
+    "well-shaped cube may stand turned; the headline IoU counts that against it, the best-yaw "
+    "column shows the shape alone. Times are wall-clock seconds of each `dreamfusion run`, "
+    "including reference rendering on a cold cache, export, turntable and this evaluation.")
 BARS = {"a red cube": 0.85, "a blue torus": 0.85, "a green cylinder": 0.85, "a yellow duck": 0.75}
 
 
@@ -35,14 +44,24 @@ def _one(cfg: DictConfig, prompt: str, seed: int, runs: Path) -> dict:
 
 
 def _table(rows: list[dict]) -> str:
-    lines = ["| prompt | seed | silhouette IoU | side-view IoU | bar | train s | total s |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| prompt | seed | silhouette IoU | side-view IoU | best-yaw IoU (yaw) | train s "
+             "| total s |", "|---|---|---|---|---|---|---|"]
     for r in rows:
-        bar = BARS.get(r["prompt"])
-        verdict = "" if bar is None else f"{bar:.2f} {'met' if r['silhouette_iou'] >= bar else 'MISSED'}"
         lines.append(f"| {r['prompt']} | {r['seed']} | {r['silhouette_iou']:.3f} | "
-                     f"{r['side_iou']:.3f} | {verdict} | {r['train_seconds']:.0f} | "
-                     f"{r['total_seconds']:.0f} |")
+                     f"{r['side_iou']:.3f} | {r['best_yaw_iou']:.3f} ({r['best_yaw']:+.0f}) | "
+                     f"{r['train_seconds']:.0f} | {r['total_seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def _summary(rows: list[dict]) -> str:
+    lines = ["| prompt | seeds | IoU mean | IoU min | bar | seeds at or above the bar |",
+             "|---|---|---|---|---|---|"]
+    for prompt in dict.fromkeys(r["prompt"] for r in rows):
+        ious = [r["silhouette_iou"] for r in rows if r["prompt"] == prompt]
+        bar = BARS.get(prompt)
+        met = "" if bar is None else f"{sum(i >= bar for i in ious)} of {len(ious)}"
+        lines.append(f"| {prompt} | {len(ious)} | {sum(ious) / len(ious):.3f} | {min(ious):.3f} "
+                     f"| {'' if bar is None else f'{bar:.2f}'} | {met} |")
     return "\n".join(lines)
 
 
@@ -64,12 +83,11 @@ def run_toy_bench(cfg: DictConfig, prompts: list[str] | None, seeds: list[int],
                   flush=True)
     command = "dreamfusion bench toy " + " ".join(command_args[1:])
     header = (f"# Toy-world benchmark\n\nCommand: `{command.strip()}` (config `{command_args[0]}`)"
-              f"\n\nMachine: {machine()}\n\nSilhouette IoU of the rendered opacity (> 0.5) "
-              "against the true silhouette, 64x64, 8 azimuths at 15 deg elevation; side views "
-              "are azimuth +-90 deg. Times are wall-clock seconds of each `dreamfusion run`.\n\n")
-    write_text(results_dir / "toy.md", header + _table(rows) + "\n")
+              f"\n\nMachine: {machine()}\n\n{METRICS}\n\n")
+    write_text(results_dir / "toy.md",
+               header + _summary(rows) + "\n\n## Runs\n\n" + _table(rows) + "\n")
     write_json(results_dir / "toy.json", {
         "command": command.strip(), "config_name": command_args[0], "machine": machine(),
         "argv": sys.argv, "config": OmegaConf.to_container(cfg), "rows": rows})
-    print(_table(rows))
+    print(_summary(rows))
     return rows

@@ -97,11 +97,41 @@ class HashGridEncoding(nn.Module):
         self.register_buffer("_resolution", as_tensor("resolution", torch.int64), persistent=False)
         self.register_buffer("_size", as_tensor("size", torch.int64), persistent=False)
         self.register_buffer("_offset", as_tensor("offset", torch.int64), persistent=False)
-        self.register_buffer("_dense", as_tensor("dense", torch.bool), persistent=False)
+        dense = [lay.dense for lay in self.layouts]
+        self.n_dense = dense.index(False) if False in dense else n_levels
+        if any(dense[self.n_dense:]):
+            raise ValueError("dense levels must come before hashed ones")
+        self.table_size = 1 << table_size_log2
+        self.register_buffer("_primes", torch.tensor(_PRIMES).view(1, 1, 3, 1), persistent=False)
 
     @property
     def output_dim(self) -> int:
         return self.n_levels * self.features
+
+    def _rows(self, ends: torch.Tensor) -> torch.Tensor:
+        """Table rows of the 8 corners, (N, L, 2, 2, 2), from per-dimension ends (N, L, 3, 2).
+
+        Dense levels are always a prefix (resolutions only grow), so each index formula runs
+        on the levels that use it; both are sums or xors of per-dimension terms, which are
+        broadcast to the corners instead of being computed for each of the 8.
+        """
+        n, k = ends.shape[0], self.n_dense
+        parts = []
+        if k:
+            e, res = ends[:, :k], self._resolution[:k].view(1, -1, 1)
+            e1, e2 = e[:, :, 1] * res, e[:, :, 2] * res * res
+            dense = (e[:, :, 0].view(n, k, 2, 1, 1) + e1.view(n, k, 1, 2, 1)
+                     + e2.view(n, k, 1, 1, 2))
+            level = (-1, 1, 1, 1)
+            parts.append(dense % self._size[:k].view(level) + self._offset[:k].view(level))
+        if k < self.n_levels:
+            h = (ends[:, k:] * self._primes) & _UINT32
+            m = self.n_levels - k
+            hashed = (h[:, :, 0].view(n, m, 2, 1, 1) ^ h[:, :, 1].view(n, m, 1, 2, 1)
+                      ^ h[:, :, 2].view(n, m, 1, 1, 2))
+            # hashed levels hold exactly 2^table_size_log2 rows: the modulo is a mask
+            parts.append((hashed & (self.table_size - 1)) + self._offset[k:].view(-1, 1, 1, 1))
+        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Features of points ``x`` (N, 3) in ``[0, 1]^3``; returns (N, n_levels * features).
@@ -113,18 +143,8 @@ class HashGridEncoding(nn.Module):
         pos = x.unsqueeze(1) * self._scale.view(1, -1, 1) + 0.5            # (N, L, 3)
         cell = torch.floor(pos)
         frac = pos - cell                                                   # carries d/dx
-        # both corners along each dimension: (N, L, 3, 2); the 8 corners are their outer product
-        ends = cell.long().unsqueeze(-1) + torch.arange(2, device=x.device)
-        res = self._resolution.view(1, -1, 1)
-        dense = (ends[:, :, 0].view(n, -1, 2, 1, 1) + (ends[:, :, 1] * res).view(n, -1, 1, 2, 1)
-                 + (ends[:, :, 2] * res * res).view(n, -1, 1, 1, 2))
-        primes = torch.tensor(_PRIMES, device=x.device).view(1, 1, 3, 1)
-        h = (ends * primes) & _UINT32
-        hashed = h[:, :, 0].view(n, -1, 2, 1, 1) ^ h[:, :, 1].view(n, -1, 1, 2, 1) \
-            ^ h[:, :, 2].view(n, -1, 1, 1, 2)
-        level = (-1, 1, 1, 1)
-        rows = torch.where(self._dense.view(level), dense, hashed) % self._size.view(level) \
-            + self._offset.view(level)                                      # (N, L, 2, 2, 2)
+        ends = cell.long().unsqueeze(-1) + torch.arange(2, device=x.device)  # (N, L, 3, 2)
+        rows = self._rows(ends)
         w = torch.stack([1.0 - frac, frac], dim=-1)                         # (N, L, 3, 2)
         weights = (w[:, :, 0].view(n, -1, 2, 1, 1) * w[:, :, 1].view(n, -1, 1, 2, 1)
                    * w[:, :, 2].view(n, -1, 1, 1, 2))

@@ -164,6 +164,7 @@ def run(prompt: str, cfg: DictConfig, run_dir: Path | None = None, quiet: bool =
     if isinstance(prior, ToyWorldPrior):
         scores = silhouette_iou(scene, prior.parse(prompt), cfg)
         metrics.update(silhouette_iou=round(scores.iou, 4), side_iou=round(scores.side_iou, 4),
+                       best_yaw_iou=round(scores.best_yaw_iou, 4), best_yaw=scores.best_yaw,
                        iou_per_view=[round(s, 4) for s in scores.per_view])
     seconds = time.perf_counter() - started
     metrics["total_seconds"] = round(seconds, 1)
