@@ -109,7 +109,6 @@ class OptimConfig:
     beta1: float = 0.9
     beta2: float = 0.99
     eps: float = 1e-15
-    opacity_entropy: float = 0.0          # pushes ray opacity to 0 or 1: crisp silhouettes
 
 
 @dataclass

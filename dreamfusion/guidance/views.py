@@ -32,8 +32,3 @@ def view_of(azimuth: float, elevation: float, rules: Sequence[ViewRule]) -> View
                 <= rule.half_width):
             return rule
     return rules[-1]
-
-
-def view_prompt(prompt: str, azimuth: float, elevation: float,
-                rules: Sequence[ViewRule]) -> str:
-    return prompt + view_of(azimuth, elevation, rules).suffix

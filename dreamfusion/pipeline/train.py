@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 from ..guidance.base import Prior, sds_loss
 from ..guidance.schedules import TimestepSchedule
-from ..guidance.views import view_prompt
+from ..guidance.views import view_of
 from ..nerf.cameras import Cameras, sample_cameras
 from ..nerf.renderer import Rendered, render
 from ..nerf.shading import SHADING_MODES, sample_light_directions
@@ -54,11 +54,13 @@ class Trainer:
             self._conditions[prompt] = self.prior.condition(prompt)
         return self._conditions[prompt]
 
-    def prompts_for(self, cameras: Cameras) -> list[str]:
+    def prompts_for(self, cameras: Cameras) -> list[tuple[str, str]]:
+        """(view name, prompt) for each camera; "plain" without view-dependent prompting."""
         if not self.cfg.prompt.view_dependent:
-            return [self.prompt] * len(cameras)
-        return [view_prompt(self.prompt, float(a), float(e), self.rules)
-                for a, e in zip(cameras.azimuth, cameras.elevation)]
+            return [("plain", self.prompt)] * len(cameras)
+        rules = [view_of(float(a), float(e), self.rules)
+                 for a, e in zip(cameras.azimuth, cameras.elevation)]
+        return [(rule.name, self.prompt + rule.suffix) for rule in rules]
 
     def _shading_mode(self) -> str:
         s = self.cfg.shading
@@ -88,21 +90,17 @@ class Trainer:
                                  cfg.batch_size)
         prompts = self.prompts_for(cams)
         loss = images.new_zeros(())
-        for i, prompt in enumerate(prompts):
+        for i, (_, prompt) in enumerate(prompts):
             result = sds_loss(self.prior, images[i:i + 1], t[i:i + 1], self.condition(prompt),
                               g.guidance_scale, g.weighting, g.grad_clip)
             loss = loss + result.loss / len(prompts)
-        if cfg.optim.opacity_entropy > 0:
-            o = out.opacity.clamp(1e-5, 1 - 1e-5)
-            entropy = -(o * o.log() + (1 - o) * (1 - o).log()).mean()
-            loss = loss + cfg.optim.opacity_entropy * entropy
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.step += 1
-        view = prompts[0][len(self.prompt):].strip(", ") or "plain"
-        return StepStats(self.step, float(loss.detach()), float(t.float().mean()) / self.prior.n_train_steps,
-                         mode, view, out.n_samples)
+        t_fraction = float(t.float().mean()) / self.prior.n_train_steps
+        return StepStats(self.step, float(loss.detach()), t_fraction, mode, prompts[0][0],
+                         out.n_samples)
 
     def fit(self, on_step: Callable[[StepStats], None] | None = None) -> None:
         while self.step < self.cfg.steps:
