@@ -11,7 +11,7 @@ setup(
     packages=find_packages(include=["dreamfusion", "dreamfusion.*"]) + ["dreamfusion.configs"],
     # the YAML configs live at the top of the repository and install as dreamfusion.configs
     package_dir={"dreamfusion.configs": "configs"},
-    package_data={"dreamfusion.configs": ["*.yaml"]},
+    package_data={"dreamfusion.configs": ["*.yaml"], "dreamfusion.bench": ["data/*"]},
     install_requires=[
         "torch>=2.1",
         "numpy>=1.24",
@@ -23,6 +23,12 @@ setup(
         "pillow>=10.0",
         "tqdm>=4.66",
         "safetensors>=0.4",
+        # the Stable Diffusion and DeepFloyd IF priors; the toy prior needs none of them
+        "diffusers>=0.30",
+        "transformers>=4.44",
+        "huggingface_hub>=0.24",
+        "accelerate>=0.30",          # loads large checkpoints without a second copy in memory
+        "sentencepiece>=0.2",        # IF's T5 tokenizer ships as a sentencepiece model
     ],
     extras_require={"test": ["pytest>=7.4"]},
     entry_points={"console_scripts": ["dreamfusion=dreamfusion.cli:main"]},

@@ -33,6 +33,21 @@ def _parser() -> argparse.ArgumentParser:
     toy.add_argument("--seeds", nargs="+", type=int, default=[0])
     toy.add_argument("--results", default="results", help="where the table is written")
     toy.add_argument("--runs", default="outputs/bench-toy", help="where run folders go")
+    rem = bench_sub.add_parser("remedies", help="the Janus and noise-schedule remedies on the toy duck")
+    rem.add_argument("overrides", nargs="*", metavar="key.sub=value")
+    rem.add_argument("--config", default=DEFAULT_CONFIG)
+    rem.add_argument("--prompt", default="a yellow duck")
+    rem.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    rem.add_argument("--variants", nargs="+", default=None, help="remedies to run (default: all)")
+    rem.add_argument("--results", default="results")
+    rem.add_argument("--runs", default="outputs/bench-remedies")
+    step = bench_sub.add_parser("sds-step", help="one SDS step with an SD-sized random model")
+    step.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    step.add_argument("--steps", type=int, default=3, help="steps timed after a warm-up")
+    step.add_argument("--render", type=int, default=64, help="render size (DreamFusion: 64)")
+    step.add_argument("--render-size", type=int, default=512, help="VAE input size")
+    step.add_argument("--guidance-scale", type=float, default=100.0)
+    step.add_argument("--results", default="results")
     return parser
 
 
@@ -51,6 +66,24 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    if args.bench == "sds-step":
+        from .bench.sds_step import run_sds_step_bench
+
+        if args.overrides:
+            raise UserError(f"bench sds-step takes no config overrides: {' '.join(args.overrides)}")
+        if args.steps < 1 or args.render < 8 or args.render_size < 8:
+            raise UserError("--steps must be >= 1, --render and --render-size >= 8")
+        if args.device == "cuda" and not __import__("torch").cuda.is_available():
+            raise UserError("--device cuda but no CUDA device is available")
+        run_sds_step_bench(args.device, args.steps, args.render, args.render_size,
+                           args.guidance_scale, args.results)
+        return 0
+    if args.bench == "remedies":
+        from .bench.remedies import run_remedies_bench
+
+        run_remedies_bench(args.config, args.overrides, args.prompt, args.seeds, args.variants,
+                           args.results, args.runs)
+        return 0
     from .bench.toy import run_toy_bench
 
     cfg = load_config(args.config, args.overrides)

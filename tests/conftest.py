@@ -9,6 +9,9 @@ import torch
 def _isolated(tmp_path_factory, monkeypatch):
     # the toy references are cached per session, never in the user's home
     monkeypatch.setenv("DREAMFUSION_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    # no test may reach the hub or read the user's Hugging Face cache
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path_factory.getbasetemp() / "hf-hub"))
     torch.manual_seed(0)
 
 
@@ -28,3 +31,17 @@ def fast_overrides(tmp_path: Path) -> list[str]:
 
 def pytest_configure(config):
     os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@pytest.fixture(scope="session")
+def tiny_sd(tmp_path_factory) -> Path:
+    from tiny_diffusers import save_tiny_stable_diffusion
+
+    return save_tiny_stable_diffusion(tmp_path_factory.mktemp("models") / "tiny-sd")
+
+
+@pytest.fixture(scope="session")
+def tiny_if(tmp_path_factory) -> Path:
+    from tiny_diffusers import save_tiny_deepfloyd_if
+
+    return save_tiny_deepfloyd_if(tmp_path_factory.mktemp("models") / "tiny-if")

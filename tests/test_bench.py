@@ -24,3 +24,44 @@ def test_bench_refuses_a_bad_prompt_before_any_run(tmp_path, capsys):
                  "--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "res")])
     assert code == 2 and "hamburger" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists() and not (tmp_path / "res").exists()
+
+
+def test_bench_remedies_writes_one_row_per_remedy(fast_overrides, tmp_path):
+    args = ["bench", "remedies", "--seeds", "0", "--variants", "plain prompt",
+            "interpolated + Perp-Neg", "--results", str(tmp_path / "res"),
+            "--runs", str(tmp_path / "runs"), *fast_overrides]
+    assert main(args) == 0
+    table = (tmp_path / "res" / "remedies.md").read_text()
+    rows = json.loads((tmp_path / "res" / "remedies.json").read_text())["rows"]
+    assert [r["variant"] for r in rows] == ["plain prompt", "interpolated + Perp-Neg"]
+    assert "| plain prompt | 1 |" in table and "| interpolated + Perp-Neg | 1 |" in table
+    assert all(0.0 <= r["janus"] <= 1.0 and "side_iou" in r for r in rows)
+    saved = (tmp_path / "runs" / "interpolated-perp-neg-seed0" / "config.yaml").read_text()
+    assert "perp_neg: true" in saved and "interpolate: true" in saved
+
+
+def test_bench_remedies_refuses_bad_input_before_any_run(tmp_path, capsys):
+    code = main(["bench", "remedies", "--variants", "garlic", "--runs", str(tmp_path / "r")])
+    assert code == 2 and "garlic" in capsys.readouterr().err and not (tmp_path / "r").exists()
+    code = main(["bench", "remedies", "--prompt", "a red cube", "--runs", str(tmp_path / "r")])
+    assert code == 2 and "no front" in capsys.readouterr().err and not (tmp_path / "r").exists()
+
+
+def test_bench_sds_step_runs_the_sd_code_path(monkeypatch, tmp_path):
+    import dreamfusion.bench.sds_step as sds_step
+
+    real = sds_step.sd21_base_configs()
+    tiny = {**real,
+            "unet": {**real["unet"], "block_out_channels": [32, 64], "attention_head_dim": 8,
+                     "layers_per_block": 1, "cross_attention_dim": 32,
+                     "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+                     "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"]},
+            "vae": {**real["vae"], "block_out_channels": [32, 64], "layers_per_block": 1,
+                    "down_block_types": ["DownEncoderBlock2D"] * 2,
+                    "up_block_types": ["UpDecoderBlock2D"] * 2}}
+    monkeypatch.setattr(sds_step, "sd21_base_configs", lambda: tiny)
+    assert main(["bench", "sds-step", "--device", "cpu", "--steps", "1", "--render", "16",
+                 "--render-size", "16", "--results", str(tmp_path)]) == 0
+    row = json.loads((tmp_path / "sds_step_cpu.json").read_text())
+    assert row["latent"] == 8 and row["seconds_per_step"] > 0 and row["peak_memory_gb"] > 0
+    assert "| cpu | float32 | 16x16 -> 16 -> 8 |" in (tmp_path / "sds_step_cpu.md").read_text()

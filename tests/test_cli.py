@@ -2,7 +2,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import trimesh
@@ -28,6 +27,11 @@ def _files(root: Path) -> set[Path]:
      ["run", "a red cube", "device=tpu"], "device"),
     (["run"], "prompt"),
     (["fly"], "invalid choice"),
+    (["run", "a red cube", "prompt.negative=a red hamburger"], "hamburger"),
+    (["run", "a red cube", "guidance.schedule=cosine"], "guidance.schedule"),
+    (["run", "a red cube", "guidance.prior=stable_diffusion"], "guidance.model"),
+    (["run", "a red cube", "--config", "dreamfusion-sd", "guidance.model=./no/such/folder"],
+     "neither a folder nor a hub id"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, fragment, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-import torch
 import trimesh
 
 from dreamfusion.errors import UserError

@@ -70,14 +70,14 @@ def _prior(tmp_path, *extra):
 
 def test_references_are_deterministic_and_cached(tmp_path):
     prior = _prior(tmp_path)
-    first = prior.condition("a red cube")
+    first = prior.condition("a red cube").images
     assert first.shape == (24, 3 * 16 * 16)
     files = list((tmp_path / "toy").glob("*.safetensors"))
     assert len(files) == 1
     again = _prior(tmp_path)
-    assert torch.equal(again.condition("a red cube"), first)   # read back from disk
+    assert torch.equal(again.condition("a red cube").images, first)   # read back from disk
     files[0].write_bytes(b"corrupt")                             # a bad cache file is redone
-    assert torch.equal(_prior(tmp_path).condition("a red cube"), first)
+    assert torch.equal(_prior(tmp_path).condition("a red cube").images, first)
 
 
 def test_front_bias_and_view_regions(tmp_path):

@@ -17,12 +17,25 @@ def test_view_dependent_prompts_follow_the_camera():
     cams = Cameras(torch.tensor([0.0, 90.0, 180.0, -100.0, 20.0]),
                    torch.tensor([10.0, 10.0, 10.0, 10.0, 70.0]), torch.full((5,), 2.3),
                    torch.full((5,), 40.0))
-    got = _trainer().prompts_for(cams)
-    assert got == [("front", "a yellow duck, front view"), ("side", "a yellow duck, side view"),
-                   ("back", "a yellow duck, back view"), ("side", "a yellow duck, side view"),
-                   ("overhead", "a yellow duck, overhead view")]
-    plain = _trainer("prompt.view_dependent=false").prompts_for(cams)
-    assert plain == [("plain", "a yellow duck")] * 5
+    got = [(t.view, t.positive) for t in _trainer().targets_for(cams)]
+    assert got == [("front", (("a yellow duck, front view", 1.0),)),
+                   ("side", (("a yellow duck, side view", 1.0),)),
+                   ("back", (("a yellow duck, back view", 1.0),)),
+                   ("side", (("a yellow duck, side view", 1.0),)),
+                   ("overhead", (("a yellow duck, overhead view", 1.0),))]
+    plain = _trainer("prompt.view_dependent=false").targets_for(cams)
+    assert [(t.view, t.positive) for t in plain] == [("plain", (("a yellow duck", 1.0),))] * 5
+
+
+def test_negative_prompt_and_perp_neg_reach_the_condition():
+    trainer = _trainer("prompt.interpolate=true", "prompt.perp_neg=true",
+                       "prompt.negative=a red cube")
+    cams = Cameras(torch.tensor([30.0]), torch.tensor([10.0]), torch.full((1,), 2.3),
+                   torch.full((1,), 40.0))
+    cond = trainer.resolve(trainer.targets_for(cams)[0])
+    assert cond.positive.images.shape[0] == 2 * trainer.cfg.guidance.references
+    assert len(cond.negatives) == 3
+    assert cond.unconditional is trainer.condition("a red cube")
 
 
 def test_a_step_changes_the_field_and_reports_its_view():

@@ -33,8 +33,8 @@ def machine() -> str:
             f"python {platform.python_version()}")
 
 
-def _one(cfg: DictConfig, prompt: str, seed: int, runs: Path) -> dict:
-    run_dir = runs / f"{slugify(prompt)}-seed{seed}"
+def run_once(cfg: DictConfig, prompt: str, seed: int, run_dir: Path) -> dict:
+    """One seeded run into ``run_dir``, or its summary if it finished before."""
     summary = run_dir / "summary.json"
     if summary.is_file():           # finished earlier: re-running the bench resumes
         return json.loads(summary.read_text())
@@ -74,7 +74,7 @@ def run_toy_bench(cfg: DictConfig, prompts: list[str] | None, seeds: list[int],
     rows, total, started = [], len(prompts) * len(seeds), time.perf_counter()
     for prompt in prompts:
         for seed in seeds:
-            rows.append(_one(cfg, prompt, seed, runs_dir))
+            rows.append(run_once(cfg, prompt, seed, runs_dir / f"{slugify(prompt)}-seed{seed}"))
             done = len(rows)
             eta = (time.perf_counter() - started) / done * (total - done)
             r = rows[-1]

@@ -81,20 +81,32 @@ def _default_views() -> List[ViewRuleConfig]:
 
 @dataclass
 class PromptConfig:
-    view_dependent: bool = True
+    view_dependent: bool = True           # add the view's suffix ("..., side view")
+    interpolate: bool = False             # mix neighbouring view prompts by azimuth
+    perp_neg: bool = False                # Perp-Neg: other views as perpendicular negatives
+    perp_neg_weight: float = 1.0
+    negative: str = ""                    # negative prompt, in place of the empty prompt in CFG
     views: List[ViewRuleConfig] = field(default_factory=_default_views)
 
 
 @dataclass
 class GuidanceConfig:
-    prior: str = "toy"
+    prior: str = "toy"                    # toy | stable_diffusion | deepfloyd_if
     guidance_scale: float = 100.0
     weighting: str = "sds"                # sds | uniform | snr_sqrt
     grad_clip: Optional[float] = None
-    schedule: str = "uniform"             # uniform | anneal_linear | anneal_sqrt
+    schedule: str = "uniform"             # uniform | anneal_linear | anneal_sqrt | time_prioritized
     t_min: float = 0.02
     t_max: float = 0.98
     t_max_end: float = 0.5                # where annealed schedules end
+    t_min_end: Optional[float] = None     # None: t_min stays put while t_max anneals
+    tp_mu: float = 0.5                    # time_prioritized: where t lingers
+    tp_sigma: float = 0.25
+    # diffusers priors only
+    model: str = ""                       # hub id or local folder in diffusers format
+    render_size: int = 512                # renders are resized to this before the VAE (SD)
+    half_precision: bool = True           # fp16 weights on CUDA (always fp32 on the CPU)
+    text_cache: bool = True               # cache text embeddings on disk, keyed by model and prompt
     # toy prior only
     references: int = 128
     uncond_per_caption: int = 8

@@ -6,8 +6,10 @@ import math
 from omegaconf import DictConfig
 
 from ..errors import UserError
-from ..guidance.base import WEIGHTINGS
 from ..guidance.schedules import SCHEDULES
+from ..guidance.sds import WEIGHTINGS
+
+PRIORS = ("toy", "stable_diffusion", "deepfloyd_if")
 
 
 def _check(ok: bool, key: str, message: str) -> None:
@@ -62,13 +64,20 @@ def validate(cfg: DictConfig) -> None:
     _check(len(cfg.background.color) == 3 and all(0 <= c <= 1 for c in cfg.background.color),
            "background.color", "must be three values in [0, 1]")
     g = cfg.guidance
-    _check(g.prior in ("toy",), "guidance.prior", f"must be toy, got {g.prior!r}")
+    _check(g.prior in PRIORS, "guidance.prior", f"must be one of {', '.join(PRIORS)}, got {g.prior!r}")
+    _check(g.prior == "toy" or g.model.strip() != "", "guidance.model",
+           f"is needed by the {g.prior} prior: a hub id or a local folder in diffusers format")
+    _check(g.render_size >= 8, "guidance.render_size", f"must be >= 8, got {g.render_size}")
+    _check(g.tp_sigma > 0, "guidance.tp_sigma", f"must be > 0, got {g.tp_sigma}")
+    _check(cfg.prompt.perp_neg_weight >= 0, "prompt.perp_neg_weight", "must be >= 0")
     _check(g.weighting in WEIGHTINGS, "guidance.weighting", f"must be one of {', '.join(WEIGHTINGS)}")
     _check(g.schedule in SCHEDULES, "guidance.schedule", f"must be one of {', '.join(SCHEDULES)}")
     _check(0.0 < g.t_min < g.t_max < 1.0, "guidance.t_min",
            f"need 0 < t_min < t_max < 1, got t_min={g.t_min}, t_max={g.t_max}")
     _check(g.t_min <= g.t_max_end <= g.t_max, "guidance.t_max_end",
            f"must lie in [t_min, t_max], got {g.t_max_end}")
+    _check(g.t_min_end is None or 0.0 < g.t_min_end <= g.t_max_end, "guidance.t_min_end",
+           f"must lie in (0, t_max_end], got {g.t_min_end}")
     _check(0.0 <= g.front_bias <= 1.0, "guidance.front_bias", "must be in [0, 1]")
     _check(len(cfg.prompt.views) > 0, "prompt.views", "needs at least one view rule")
     _check(cfg.export.threshold == "auto" or _is_float(cfg.export.threshold), "export.threshold",

@@ -1,7 +1,7 @@
 """Timestep (noise level) schedules, shared by every prior.
 
 ``t`` is a fraction of the diffusion's training steps; each schedule gives the range
-``[t_min, t_max]`` to draw from at a fraction ``p`` of the run.
+``[lo, hi]`` to draw from at a fraction ``p`` of the run.
 """
 from __future__ import annotations
 
@@ -10,33 +10,56 @@ from dataclasses import dataclass
 
 import torch
 
-SCHEDULES = ("uniform", "anneal_linear", "anneal_sqrt")
+SCHEDULES = ("uniform", "anneal_linear", "anneal_sqrt", "time_prioritized")
 
 
 @dataclass(frozen=True)
 class TimestepSchedule:
     """``uniform``: ``[t_min, t_max]`` throughout (DreamFusion).
 
-    ``anneal_linear`` / ``anneal_sqrt``: the top of the range falls from ``t_max`` to
-    ``t_max_end`` as ``p`` or ``sqrt(p)``: high noise first for structure, lower noise later
-    for detail.
+    ``anneal_linear`` / ``anneal_sqrt``: both ends move, ``t_max -> t_max_end`` and
+    ``t_min -> t_min_end``, as ``f = p`` or ``f = sqrt(p)``: high noise first for structure,
+    lower noise later for detail.
+
+    ``time_prioritized``: a single ``t`` that falls monotonically from ``t_max`` to ``t_min``,
+    lingering where ``W(t) = exp(-(t - tp_mu)^2 / (2 tp_sigma^2))`` is large: ``t(p)``
+    solves ``int_t^t_max W = p int_t_min^t_max W`` (DreamTime, Huang et al. 2023).
     """
     name: str
     t_min: float
     t_max: float
     t_max_end: float
+    t_min_end: float | None = None
+    tp_mu: float = 0.5
+    tp_sigma: float = 0.25
 
     def range_at(self, progress: float) -> tuple[float, float]:
         p = min(max(progress, 0.0), 1.0)
         if self.name == "uniform":
             return self.t_min, self.t_max
+        if self.name == "time_prioritized":
+            t = self._prioritized(p)
+            return t, t
         f = p if self.name == "anneal_linear" else math.sqrt(p)
+        bottom_end = self.t_min if self.t_min_end is None else self.t_min_end
         top = self.t_max + (self.t_max_end - self.t_max) * f
-        return self.t_min, max(top, self.t_min)
+        bottom = self.t_min + (bottom_end - self.t_min) * f
+        return min(bottom, top), top
+
+    def _prioritized(self, p: float, n: int = 2048) -> float:
+        ts = torch.linspace(self.t_max, self.t_min, n, dtype=torch.float64)
+        w = torch.exp(-(ts - self.tp_mu) ** 2 / (2.0 * self.tp_sigma ** 2))
+        # trapezoidal cumulative integral from t_max downwards, normalised to [0, 1]
+        steps = 0.5 * (w[1:] + w[:-1]) * (ts[:-1] - ts[1:])
+        cdf = torch.cat([torch.zeros(1, dtype=torch.float64), steps.cumsum(0)])
+        cdf = cdf / cdf[-1]
+        i = int(torch.searchsorted(cdf, torch.tensor([p], dtype=torch.float64)).clamp(1, n - 1))
+        frac = float((p - cdf[i - 1]) / (cdf[i] - cdf[i - 1]).clamp_min(1e-12))
+        return float(ts[i - 1] + frac * (ts[i] - ts[i - 1]))
 
     def sample(self, progress: float, n_train_steps: int, batch: int,
                generator: torch.Generator | None = None) -> torch.Tensor:
-        """Integer timesteps (batch,) in ``[t_min, t_max] * n_train_steps``."""
+        """Integer timesteps (batch,) in ``[lo, hi] * n_train_steps``."""
         lo, hi = self.range_at(progress)
         u = torch.rand(batch, generator=generator)
         t = lo + (hi - lo) * u

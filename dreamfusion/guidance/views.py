@@ -10,7 +10,9 @@ class ViewRule:
     """A camera region and the prompt suffix used there.
 
     A camera matches when its elevation lies in ``[min_elevation, max_elevation]`` and its
-    azimuth is within ``half_width`` degrees of one of ``azimuth_centers``.
+    azimuth is within ``half_width`` degrees of one of ``azimuth_centers``. A rule that
+    covers every azimuth (``half_width >= 180``, such as overhead) takes no part in
+    interpolation: its centres are not directions around the object.
     """
     name: str
     suffix: str
@@ -18,6 +20,10 @@ class ViewRule:
     half_width: float
     min_elevation: float = -90.0
     max_elevation: float = 90.0
+
+    @property
+    def all_around(self) -> bool:
+        return self.half_width >= 180.0
 
 
 def angular_distance(a: float, b: float) -> float:
@@ -32,3 +38,26 @@ def view_of(azimuth: float, elevation: float, rules: Sequence[ViewRule]) -> View
                 <= rule.half_width):
             return rule
     return rules[-1]
+
+
+def view_weights(azimuth: float, elevation: float, rules: Sequence[ViewRule]) -> dict[str, float]:
+    """Weights over the views for interpolating their prompts as the camera turns.
+
+    The anchors are the azimuth centres of the rules that are directions (front 0, side
+    +-90, back 180). Between the two anchors ``a`` (behind the camera's azimuth by ``d_a``
+    degrees) and ``b`` (ahead by ``d_b``), ``w_a = d_b / (d_a + d_b)`` and
+    ``w_b = d_a / (d_a + d_b)``. A camera inside an all-around region (overhead) gets that
+    view alone.
+    """
+    rule = view_of(azimuth, elevation, rules)
+    anchors = [(c, r.name) for r in rules if not r.all_around for c in r.azimuth_centers]
+    if rule.all_around or not anchors:
+        return {rule.name: 1.0}
+    behind = min(anchors, key=lambda a: (azimuth - a[0]) % 360.0)
+    ahead = min(anchors, key=lambda a: (a[0] - azimuth) % 360.0)
+    d_behind, d_ahead = (azimuth - behind[0]) % 360.0, (ahead[0] - azimuth) % 360.0
+    if d_behind == 0.0 or behind[1] == ahead[1]:
+        return {behind[1]: 1.0}
+    weights = {behind[1]: d_ahead / (d_behind + d_ahead)}
+    weights[ahead[1]] = weights.get(ahead[1], 0.0) + d_behind / (d_behind + d_ahead)
+    return weights

@@ -47,10 +47,25 @@ def view_rules(cfg: DictConfig) -> tuple[ViewRule, ...]:
     return views_from_config(cfg.prompt.views)
 
 
-def build_prior(cfg: DictConfig) -> Prior:
+def diffusers_prior_class(name: str) -> type:
+    from ..guidance.diffusion.deepfloyd_if import DeepFloydIFPrior
+    from ..guidance.diffusion.stable_diffusion import StableDiffusionPrior
+
+    return {"stable_diffusion": StableDiffusionPrior, "deepfloyd_if": DeepFloydIFPrior}[name]
+
+
+def resolve_prior_model(cfg: DictConfig) -> Path:
+    """The folder of a diffusers prior's weights; a ``UserError`` when they cannot be had."""
+    from ..guidance.diffusion.weights import resolve_model
+
+    cls = diffusers_prior_class(cfg.guidance.prior)
+    return resolve_model(cfg.guidance.model.strip(), cls.subfolders)
+
+
+def build_prior(cfg: DictConfig, device: torch.device | None = None) -> Prior:
     g = cfg.guidance
     if g.prior != "toy":
-        raise ValueError(f"unknown prior {g.prior}")
+        return _build_diffusers_prior(cfg, device or torch.device("cpu"))
     if cfg.height != cfg.width:
         raise UserError("the toy prior renders square references: set height == width")
     settings = ReferenceSettings(
@@ -60,3 +75,20 @@ def build_prior(cfg: DictConfig) -> Prior:
         diffuse=cfg.shading.diffuse,
         background=tuple(cfg.background.color), front_bias=g.front_bias, views=view_rules(cfg))
     return ToyWorldPrior(settings, g.uncond_per_caption, Path(g.cache_dir) if g.cache_dir else None)
+
+
+def _build_diffusers_prior(cfg: DictConfig, device: torch.device) -> Prior:
+    from ..guidance.diffusion.prior import DiffusersSettings
+    from ..guidance.toy.prior import default_cache_dir
+
+    g = cfg.guidance
+    folder = resolve_prior_model(cfg)
+    cache = None
+    if g.text_cache:
+        cache = Path(g.cache_dir) if g.cache_dir else default_cache_dir()
+    settings = DiffusersSettings(g.model, folder, device, g.half_precision, g.render_size, cache)
+    try:
+        return diffusers_prior_class(g.prior).load(settings)
+    except (OSError, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"cannot load the {g.prior} model from {str(folder)!r}: {first}") from None

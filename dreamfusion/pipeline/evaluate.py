@@ -7,7 +7,7 @@ import torch
 from omegaconf import DictConfig
 
 from ..guidance.toy.raytrace import trace
-from ..guidance.toy.world import Caption
+from ..guidance.toy.world import SHAPES, Caption
 from ..nerf.cameras import Cameras, orbit
 from ..nerf.renderer import render
 from .build import Scene
@@ -74,3 +74,35 @@ def silhouette_iou(scene: Scene, caption: Caption, cfg: DictConfig, n_azimuths: 
     best_yaw = (best_shift * yaw_step + 180.0) % 360.0 - 180.0
     return SilhouetteScores(sum(fixed) / len(fixed), sum(side) / max(len(side), 1),
                             sum(scores_at(best_shift)) / n_azimuths, best_yaw, fixed, azimuths)
+
+
+@dataclass
+class JanusScore:
+    janus: float               # share of the front feature's volume on the back half (x < 0)
+    feature_volume: float      # the learned front feature's volume over the true one's
+
+
+@torch.no_grad()
+def janus_score(scene: Scene, caption: Caption, density_threshold: float,
+                resolution: int = 64) -> JanusScore | None:
+    """How much of the object's front feature sits where its back should be.
+
+    The duck's head (with its beak) faces +X and is the only solid above
+    ``feature_min_z``; a Janus duck grows a second head behind (score about 0.5) or turns
+    round (score 1). The score is the share of the solid voxels (density above
+    ``density_threshold``) above that height that lie at x < 0; the truth scores 0.
+    """
+    shape = SHAPES[caption.shape]
+    if not shape.has_front or shape.feature_min_z is None:
+        return None
+    bound = scene.field.bound
+    axis = (torch.arange(resolution) + 0.5) / resolution * 2.0 * bound - bound
+    pts = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1).reshape(-1, 3)
+    pts = pts[pts[:, 2] > shape.feature_min_z]
+    device = next(scene.field.parameters()).device
+    density = torch.cat([scene.field.density(c.to(device)).cpu() for c in pts.split(65536)])
+    solid = density > density_threshold
+    truth = torch.stack([p.sdf(pts) for p in shape.parts], dim=-1).amin(-1) < 0
+    n_solid = int(solid.sum())
+    back = int((solid & (pts[:, 0] < 0)).sum())
+    return JanusScore(back / n_solid if n_solid else 0.0, n_solid / max(int(truth.sum()), 1))

@@ -20,8 +20,8 @@ from ..guidance.toy.prior import ToyWorldPrior
 from ..utils.atomic import write_text
 from .artifacts import (save_checkpoint, validation_strip, write_json, write_png,
                         write_turntable)
-from .build import build_prior, build_scene
-from .evaluate import silhouette_iou
+from .build import build_prior, build_scene, resolve_prior_model
+from .evaluate import janus_score, silhouette_iou
 from .train import StepStats, Trainer
 
 MAX_PROMPT = 500
@@ -117,7 +117,12 @@ def prepare(prompt: str, cfg: DictConfig) -> tuple[str, Path]:
     prompt = check_prompt(prompt)
     select_device(cfg.device)
     if cfg.guidance.prior == "toy":
-        build_prior(cfg).parse(prompt)      # unknown words fail here
+        prior = build_prior(cfg)
+        prior.parse(prompt)                 # unknown words fail here
+        if cfg.prompt.negative.strip():
+            prior.parse(cfg.prompt.negative)
+    else:
+        resolve_prior_model(cfg)            # absent weights fail here, before any folder
     root = Path(cfg.output.root)
     check_output_root(root)
     return prompt, root
@@ -133,7 +138,7 @@ def run(prompt: str, cfg: DictConfig, run_dir: Path | None = None, quiet: bool =
     torch.manual_seed(cfg.seed)
     device = select_device(cfg.device)
     scene = build_scene(cfg, device)
-    prior = build_prior(cfg)
+    prior = build_prior(cfg, device)
     trainer = Trainer(cfg, scene, prior, prompt)
     distance, fov = sum(cfg.camera.distance) / 2, sum(cfg.camera.fov) / 2
     log = RunLog(run_dir / "metrics.jsonl", cfg.steps, cfg.output.log_every, quiet)
@@ -154,9 +159,9 @@ def run(prompt: str, cfg: DictConfig, run_dir: Path | None = None, quiet: bool =
     write_turntable(scene, run_dir / "turntable.gif", o.turntable_frames, o.turntable_size,
                     o.turntable_elevation, distance, fov)
     files = ["config.yaml", "metrics.jsonl", "val/", "checkpoint.pt", "turntable.gif"]
+    threshold = (auto_threshold(cfg.marcher.step_size) if cfg.export.threshold == "auto"
+                 else float(cfg.export.threshold))
     if cfg.export.enabled:
-        threshold = (auto_threshold(cfg.marcher.step_size) if cfg.export.threshold == "auto"
-                     else float(cfg.export.threshold))
         mesh = extract_mesh(scene.field, cfg.export.resolution, threshold)
         written = write_meshes(mesh, run_dir, list(cfg.export.formats))
         files += [p.name for p in written]
@@ -166,6 +171,10 @@ def run(prompt: str, cfg: DictConfig, run_dir: Path | None = None, quiet: bool =
         metrics.update(silhouette_iou=round(scores.iou, 4), side_iou=round(scores.side_iou, 4),
                        best_yaw_iou=round(scores.best_yaw_iou, 4), best_yaw=scores.best_yaw,
                        iou_per_view=[round(s, 4) for s in scores.per_view])
+        janus = janus_score(scene, prior.parse(prompt), threshold)
+        if janus is not None:
+            metrics.update(janus=round(janus.janus, 4),
+                           feature_volume=round(janus.feature_volume, 4))
     seconds = time.perf_counter() - started
     metrics["total_seconds"] = round(seconds, 1)
     write_json(run_dir / "summary.json", {"prompt": prompt, "seed": cfg.seed, **metrics})

@@ -8,9 +8,10 @@ from typing import Any, Callable
 import torch
 from omegaconf import DictConfig
 
-from ..guidance.base import Prior, sds_loss
+from ..guidance.base import Prior
+from ..guidance.prompts import GuidanceTarget, PromptSettings, targets_for
 from ..guidance.schedules import TimestepSchedule
-from ..guidance.views import view_of
+from ..guidance.sds import Condition, sds_loss
 from ..nerf.cameras import Cameras, sample_cameras
 from ..nerf.renderer import Rendered, render
 from ..nerf.shading import SHADING_MODES, sample_light_directions
@@ -46,21 +47,40 @@ class Trainer:
             [{"params": grid_params, "lr": o.lr * o.lr_grid_scale}, {"params": other, "lr": o.lr}],
             betas=(o.beta1, o.beta2), eps=o.eps)
         g = self.cfg.guidance
-        self.schedule = TimestepSchedule(g.schedule, g.t_min, g.t_max, g.t_max_end)
-        self.rules = view_rules(self.cfg)
+        self.schedule = TimestepSchedule(g.schedule, g.t_min, g.t_max, g.t_max_end, g.t_min_end,
+                                         g.tp_mu, g.tp_sigma)
+        p = self.cfg.prompt
+        self.prompt_settings = PromptSettings(self.prompt, view_rules(self.cfg), p.view_dependent,
+                                              p.interpolate, p.perp_neg, p.perp_neg_weight)
+
+    def encode_prompts(self) -> None:
+        """Encode every prompt the run can ask for, then let the prior free its text encoder."""
+        s = self.prompt_settings
+        prompts = [s.prompt] if not s.view_dependent else [s.prompt + r.suffix for r in s.rules]
+        for prompt in prompts:
+            self.condition(prompt)
+        if self.cfg.guidance.guidance_scale != 1.0 or s.perp_neg:
+            self.unconditional()
+        self.prior.release_text_encoder()
 
     def condition(self, prompt: str) -> Any:
         if prompt not in self._conditions:
             self._conditions[prompt] = self.prior.condition(prompt)
         return self._conditions[prompt]
 
-    def prompts_for(self, cameras: Cameras) -> list[tuple[str, str]]:
-        """(view name, prompt) for each camera; "plain" without view-dependent prompting."""
-        if not self.cfg.prompt.view_dependent:
-            return [("plain", self.prompt)] * len(cameras)
-        rules = [view_of(float(a), float(e), self.rules)
-                 for a, e in zip(cameras.azimuth, cameras.elevation)]
-        return [(rule.name, self.prompt + rule.suffix) for rule in rules]
+    def unconditional(self) -> Any:
+        negative = self.cfg.prompt.negative.strip()
+        return self.condition(negative) if negative else self.prior.unconditional()
+
+    def targets_for(self, cameras: Cameras) -> list[GuidanceTarget]:
+        return targets_for(cameras.azimuth.tolist(), cameras.elevation.tolist(),
+                           self.prompt_settings)
+
+    def resolve(self, target: GuidanceTarget) -> Condition:
+        positive = self.prior.mix([(self.condition(p), w) for p, w in target.positive])
+        negatives = [(self.condition(p), w) for p, w in target.negatives]
+        needs_uncond = negatives or self.cfg.guidance.guidance_scale != 1.0
+        return Condition(positive, self.unconditional() if needs_uncond else None, negatives)
 
     def _shading_mode(self) -> str:
         s = self.cfg.shading
@@ -88,21 +108,22 @@ class Trainer:
         g = cfg.guidance
         t = self.schedule.sample(self.step / max(cfg.steps - 1, 1), self.prior.n_train_steps,
                                  cfg.batch_size)
-        prompts = self.prompts_for(cams)
+        targets = self.targets_for(cams)
         loss = images.new_zeros(())
-        for i, (_, prompt) in enumerate(prompts):
-            result = sds_loss(self.prior, images[i:i + 1], t[i:i + 1], self.condition(prompt),
+        for i, target in enumerate(targets):
+            result = sds_loss(self.prior, images[i:i + 1], t[i:i + 1], self.resolve(target),
                               g.guidance_scale, g.weighting, g.grad_clip)
-            loss = loss + result.loss / len(prompts)
+            loss = loss + result.loss.to(loss.device) / len(targets)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.step += 1
         t_fraction = float(t.float().mean()) / self.prior.n_train_steps
-        return StepStats(self.step, float(loss.detach()), t_fraction, mode, prompts[0][0],
+        return StepStats(self.step, float(loss.detach()), t_fraction, mode, targets[0].view,
                          out.n_samples)
 
     def fit(self, on_step: Callable[[StepStats], None] | None = None) -> None:
+        self.encode_prompts()
         while self.step < self.cfg.steps:
             stats = self.train_step()
             if not math.isfinite(stats.loss):

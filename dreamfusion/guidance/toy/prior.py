@@ -12,15 +12,13 @@ import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
 from ...nerf.cameras import Cameras
 from ...nerf.shading import sample_light_directions
-from ...utils.atomic import atomic_path
+from ...utils.tensor_cache import cached_tensor
 from ..base import Prior, scaled_linear_alphas_cumprod
 from ..views import ViewRule
 from .raytrace import trace
@@ -99,8 +97,21 @@ def render_references(caption: Caption, s: ReferenceSettings, count: int) -> tor
     return torch.cat(images).permute(0, 3, 1, 2).contiguous()
 
 
+@dataclass(frozen=True)
+class ReferenceSet:
+    """A toy condition: references ``(N, D)`` in [-1, 1] and their log prior weights ``(N,)``
+    (uniform within a caption; a mixture of captions weights each caption's set)."""
+    images: torch.Tensor
+    log_weights: torch.Tensor
+
+    @staticmethod
+    def uniform(images: torch.Tensor) -> "ReferenceSet":
+        n = images.shape[0]
+        return ReferenceSet(images, torch.full((n,), -math.log(n), dtype=torch.float64))
+
+
 class ToyWorldPrior(Prior):
-    """Conditions are reference sets ``(N, D)`` in [-1, 1]; denoising is exact."""
+    """Conditions are ``ReferenceSet``s; denoising is exact."""
 
     def __init__(self, settings: ReferenceSettings, uncond_per_caption: int,
                  cache_dir: Path | None = None) -> None:
@@ -121,46 +132,53 @@ class ToyWorldPrior(Prior):
             name = hashlib.sha256(json.dumps([_VERSION, caption.text, count, asdict(self.settings)],
                                              default=str).encode()).hexdigest()[:24]
             path = self.cache_dir / "toy" / f"{name}.safetensors"
-            try:
-                images = load_file(str(path))["images"]
-            except (OSError, KeyError, SafetensorError):   # absent or unreadable: render again
-                images = render_references(caption, self.settings, count)
-                try:
-                    with atomic_path(path) as tmp:
-                        save_file({"images": images}, str(tmp))
-                except OSError:
-                    pass    # an unwritable cache costs time, not correctness
-            self._memory[key] = images
+            self._memory[key], _ = cached_tensor(
+                path, lambda: render_references(caption, self.settings, count))
         return self._memory[key]
 
-    def condition(self, prompt: str) -> torch.Tensor:
+    def condition(self, prompt: str) -> ReferenceSet:
         images = self.references(self.parse(prompt), self.settings.count)
-        return self.encode(images).flatten(1)
+        return ReferenceSet.uniform(self.encode(images).flatten(1))
 
-    def unconditional(self) -> torch.Tensor:
+    def unconditional(self) -> ReferenceSet:
         """The union of every plain caption's first references: the toy world's marginal."""
         if self._uncond is None:
             sets = [self.references(Caption(c, s), self.uncond_per_caption)
                     for s in SHAPES for c in COLORS]
-            self._uncond = self.encode(torch.cat(sets)).flatten(1)
+            self._uncond = ReferenceSet.uniform(self.encode(torch.cat(sets)).flatten(1))
         return self._uncond
+
+    def mix(self, weighted: Sequence[tuple[Any, float]]) -> ReferenceSet:
+        """The mixture ``sum_k w_k p_k`` of the captions' image distributions: the toy
+        world's counterpart of interpolating text embeddings."""
+        if len(weighted) == 1:
+            return weighted[0][0]
+        images = torch.cat([c.images for c, _ in weighted])
+        log_w = torch.cat([c.log_weights + math.log(w) for c, w in weighted])
+        return ReferenceSet(images, log_w)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         return images * 2.0 - 1.0
 
     def predict_noise(self, x_t: torch.Tensor, t: torch.Tensor,
-                      condition: torch.Tensor) -> torch.Tensor:
-        return optimal_denoiser_eps(x_t, self.alphas_cumprod.to(x_t.device)[t], condition)
+                      condition: ReferenceSet) -> torch.Tensor:
+        return optimal_denoiser_eps(x_t, self.alphas_cumprod.to(x_t.device)[t.cpu()],
+                                    condition.images, condition.log_weights)
 
 
-def optimal_denoiser_eps(x_t: torch.Tensor, abar: torch.Tensor, refs: torch.Tensor) -> torch.Tensor:
-    """Exact ``eps_hat`` for the empirical distribution ``refs`` (N, D); x_t (B, ...)."""
+def optimal_denoiser_eps(x_t: torch.Tensor, abar: torch.Tensor, refs: torch.Tensor,
+                         log_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Exact ``eps_hat`` for the empirical distribution ``sum_i pi_i delta(x_i)`` of ``refs``
+    (N, D) with ``log pi_i = log_weights`` (uniform when None); x_t (B, ...)."""
     shape = x_t.shape
     x = x_t.reshape(shape[0], -1).double()
     a = abar.double().view(-1, 1)
     r = refs.to(x.device).double()
     sq = (x * x).sum(-1, keepdim=True) - 2.0 * a.sqrt() * (x @ r.T) + a * (r * r).sum(-1)
-    weights = torch.softmax(-sq / (2.0 * (1.0 - a)), dim=-1)
+    logits = -sq / (2.0 * (1.0 - a))
+    if log_weights is not None:
+        logits = logits + log_weights.to(x.device).double()
+    weights = torch.softmax(logits, dim=-1)
     x0 = weights @ r
     eps = (x - a.sqrt() * x0) / (1.0 - a).sqrt()
     return eps.to(x_t.dtype).view(shape)

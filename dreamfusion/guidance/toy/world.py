@@ -83,13 +83,17 @@ class Part:
 class Shape:
     parts: tuple[Part, ...]
     has_front: bool = False
+    # above this height only the front feature (the duck's head and beak) is solid: where
+    # the Janus score looks for it
+    feature_min_z: float | None = None
 
 
 SHAPES: dict[str, Shape] = {
     "sphere": Shape((Part(sphere),)), "cube": Shape((Part(cube),)),
     "cylinder": Shape((Part(cylinder),)), "cone": Shape((Part(cone),)),
     "torus": Shape((Part(torus),)),
-    "duck": Shape((Part(duck_body), Part(duck_beak, color="orange")), has_front=True),
+    "duck": Shape((Part(duck_body), Part(duck_beak, color="orange")), has_front=True,
+                  feature_min_z=0.12),
 }
 
 

@@ -1,0 +1,106 @@
+"""``dreamfusion bench sds-step``: the time of one SDS step through a Stable-Diffusion-sized
+model (SD 2.1-base's UNet and VAE, from their configs, with random weights: no download)."""
+from __future__ import annotations
+
+import json
+import resource
+import time
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from ..guidance.diffusion.prior import DiffusersSettings
+from ..guidance.diffusion.stable_diffusion import StableDiffusionPrior
+from ..guidance.sds import Condition, sds_loss
+from ..pipeline.artifacts import write_json
+from ..utils.atomic import write_text
+from .toy import machine
+
+
+def sd21_base_configs() -> dict:
+    return json.loads((resources.files("dreamfusion.bench") / "data" / "sd21_base_configs.json")
+                      .read_text(encoding="utf-8"))
+
+
+def random_sd21_base(device: torch.device, render_size: int, half: bool) -> StableDiffusionPrior:
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+
+    cfg = sd21_base_configs()
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel.from_config({k: v for k, v in cfg["unet"].items()
+                                             if not k.startswith("_")})
+    vae = AutoencoderKL.from_config({k: v for k, v in cfg["vae"].items() if not k.startswith("_")})
+    scheduler = DDPMScheduler.from_config({k: v for k, v in cfg["scheduler"].items()
+                                           if not k.startswith("_")})
+    settings = DiffusersSettings("random SD 2.1-base", Path("random-sd21-base"), device, half,
+                                 render_size, None)
+    return StableDiffusionPrior(settings, unet, scheduler, vae)
+
+
+def _peak_memory_gb(device: torch.device) -> tuple[float, str]:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2 ** 30, "peak GPU memory allocated"
+    # ru_maxrss is in KiB on Linux: the whole process, weights included
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, "peak process RSS"
+
+
+def run_sds_step_bench(device_name: str, steps: int, render: int, render_size: int,
+                       guidance_scale: float, results: str) -> dict:
+    device = torch.device("cuda" if device_name == "auto" and torch.cuda.is_available()
+                          else ("cpu" if device_name == "auto" else device_name))
+    built = time.perf_counter()
+    prior = random_sd21_base(device, render_size, half=True)
+    build_s = time.perf_counter() - built
+    n_unet = sum(p.numel() for p in prior.unet.parameters())
+    n_vae = sum(p.numel() for p in prior.vae.parameters())
+    hidden = sd21_base_configs()["unet"]["cross_attention_dim"]
+    g = torch.Generator().manual_seed(0)
+    cond = Condition(torch.randn(1, 77, hidden, generator=g).to(device),
+                     torch.randn(1, 77, hidden, generator=g).to(device))
+    # the render stands in for the NeRF's output: this times the guidance alone
+    image = torch.rand(1, 3, render, render, generator=g).to(device).requires_grad_(True)
+
+    def step() -> None:
+        t = torch.randint(20, 980, (1,), generator=g)
+        sds_loss(prior, image, t, cond, guidance_scale).loss.backward()
+        image.grad = None
+
+    step()                                   # warm-up: allocator, kernels, lazy init
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    memory, memory_kind = _peak_memory_gb(device)
+    mean = sum(times) / len(times)
+    row = {"machine": machine(), "device": str(device) if device.type == "cpu"
+           else torch.cuda.get_device_name(device), "dtype": str(prior.dtype).replace("torch.", ""),
+           "render": render, "render_size": render_size, "latent": render_size // prior.downsampling,
+           "guidance_scale": guidance_scale, "unet_params_m": round(n_unet / 1e6, 1),
+           "vae_params_m": round(n_vae / 1e6, 1), "steps_timed": steps,
+           "seconds_per_step": round(mean, 3), "steps_per_second": round(1.0 / mean, 4),
+           "min_seconds": round(min(times), 3), "peak_memory_gb": round(memory, 2),
+           "memory_kind": memory_kind, "build_seconds": round(build_s, 1)}
+    table = ("| device | dtype | render -> VAE input -> latent | UNet / VAE params (M) | "
+             "s per step | steps/s | peak memory (GB) |\n|---|---|---|---|---|---|---|\n"
+             f"| {row['device']} | {row['dtype']} | {render}x{render} -> {render_size} -> "
+             f"{row['latent']} | {row['unet_params_m']} / {row['vae_params_m']} | "
+             f"{mean:.2f} | {1.0 / mean:.3f} | {memory:.1f} ({memory_kind}) |")
+    text = (f"# One SDS step with a Stable-Diffusion-sized model\n\nCommand: `dreamfusion bench "
+            f"sds-step --device {device_name} --steps {steps}`\n\nMachine: {machine()}\n\n"
+            "SD 2.1-base's UNet and VAE built from their configs with random weights (no "
+            "download). One step: resize the render, encode it with the VAE (with gradients), "
+            "add noise, one UNet call on the conditional and unconditional embeddings together "
+            f"(classifier-free guidance {guidance_scale:g}), and the backward pass through the "
+            f"VAE encoder to the render. Mean of {steps} steps after one warm-up step.\n\n"
+            f"{table}\n")
+    suffix = "cpu" if device.type == "cpu" else "cuda"
+    write_text(Path(results) / f"sds_step_{suffix}.md", text)
+    write_json(Path(results) / f"sds_step_{suffix}.json", row)
+    print(table)
+    return row

@@ -1,0 +1,40 @@
+"""Stable Diffusion (1.x / 2.x, any diffusers-format checkpoint) as a latent-space SDS prior."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .prior import DiffusersPrior, DiffusersSettings, _on
+
+
+class StableDiffusionPrior(DiffusersPrior):
+    text_encoder_class = "CLIPTextModel"
+    subfolders = ("scheduler", "tokenizer", "text_encoder", "unet", "vae")
+
+    @classmethod
+    def _load_extra(cls, s: DiffusersSettings) -> dict[str, Any]:
+        from diffusers import AutoencoderKL
+
+        return {"vae": AutoencoderKL.from_pretrained(s.folder, subfolder="vae", torch_dtype=s.dtype)}
+
+    def __init__(self, s: DiffusersSettings, unet: Any, scheduler: Any, vae: Any) -> None:
+        super().__init__(s, unet, scheduler)
+        self.vae = _on(vae, self.device, self.dtype)
+        # both read from the model, never assumed (SD 1/2: 0.18215 and 8)
+        self.scaling_factor = float(self.vae.config.scaling_factor)
+        self.shift_factor = float(getattr(self.vae.config, "shift_factor", None) or 0.0)
+        self.downsampling = 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    def _text_inputs(self, prompt: str) -> dict[str, torch.Tensor]:
+        tokens = self._tokenizer(prompt, padding="max_length", truncation=True,
+                                 max_length=self._tokenizer.model_max_length, return_tensors="pt")
+        return {"input_ids": tokens.input_ids}
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Renders (B, 3, H, W) in [0, 1] -> latents (B, C, S/f, S/f), S = render_size,
+        differentiably through the VAE encoder (its posterior mean, so SDS's only noise is
+        the diffusion's)."""
+        x = self._resize(images) * 2.0 - 1.0
+        posterior = self.vae.encode(x.to(self.device, self.dtype)).latent_dist
+        return ((posterior.mean - self.shift_factor) * self.scaling_factor).float()

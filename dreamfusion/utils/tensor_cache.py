@@ -1,0 +1,29 @@
+"""A tensor cached in a safetensors file: read it, or compute it and write it atomically."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .atomic import atomic_path
+
+
+def cached_tensor(path: Path | None, compute: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, bool]:
+    """``(tensor, was_computed)``. A missing or unreadable file is computed again; an
+    unwritable cache costs time, not correctness."""
+    if path is not None:
+        try:
+            return load_file(str(path))["tensor"], False
+        except (OSError, KeyError, SafetensorError):
+            pass
+    tensor = compute().detach().cpu().contiguous()
+    if path is not None:
+        try:
+            with atomic_path(path) as tmp:
+                save_file({"tensor": tensor}, str(tmp))
+        except OSError:
+            pass
+    return tensor, True
