@@ -8,10 +8,13 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=["dreamfusion", "dreamfusion.*"]) + ["dreamfusion.configs"],
-    # the YAML configs live at the top of the repository and install as dreamfusion.configs
-    package_dir={"dreamfusion.configs": "configs"},
-    package_data={"dreamfusion.configs": ["*.yaml"], "dreamfusion.bench": ["data/*"]},
+    packages=find_packages(include=["dreamfusion", "dreamfusion.*"])
+    + ["dreamfusion.configs", "dreamfusion.extensions"],
+    # the YAML configs and the kernel sources live at the top of the repository and install
+    # as dreamfusion.configs and dreamfusion.extensions
+    package_dir={"dreamfusion.configs": "configs", "dreamfusion.extensions": "extensions"},
+    package_data={"dreamfusion.configs": ["*.yaml"], "dreamfusion.bench": ["data/*"],
+                  "dreamfusion.extensions": ["*.md", "hashgrid/*.cpp"]},
     install_requires=[
         "torch>=2.1",
         "numpy>=1.24",
@@ -29,6 +32,7 @@ setup(
         "huggingface_hub>=0.24",
         "accelerate>=0.30",          # loads large checkpoints without a second copy in memory
         "sentencepiece>=0.2",        # IF's T5 tokenizer ships as a sentencepiece model
+        "ninja>=1.11",               # builds the optional CPU kernel on first use
     ],
     extras_require={"test": ["pytest>=7.4"]},
     entry_points={"console_scripts": ["dreamfusion=dreamfusion.cli:main"]},

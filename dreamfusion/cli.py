@@ -41,6 +41,10 @@ def _parser() -> argparse.ArgumentParser:
     rem.add_argument("--variants", nargs="+", default=None, help="remedies to run (default: all)")
     rem.add_argument("--results", default="results")
     rem.add_argument("--runs", default="outputs/bench-remedies")
+    speed = bench_sub.add_parser("speed", help="hash-grid throughput per backend")
+    speed.add_argument("--points", type=int, default=262144)
+    speed.add_argument("--repeats", type=int, default=3)
+    speed.add_argument("--results", default="results")
     step = bench_sub.add_parser("sds-step", help="one SDS step with an SD-sized random model")
     step.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     step.add_argument("--steps", type=int, default=3, help="steps timed after a warm-up")
@@ -66,6 +70,13 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    if args.bench == "speed":
+        from .bench.speed import run_speed_bench
+
+        if args.overrides or args.points < 1 or args.repeats < 1:
+            raise UserError("bench speed takes --points >= 1 and --repeats >= 1, no overrides")
+        run_speed_bench(args.points, args.repeats, args.results)
+        return 0
     if args.bench == "sds-step":
         from .bench.sds_step import run_sds_step_bench
 

@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +30,7 @@ def _files(root: Path) -> set[Path]:
     (["fly"], "invalid choice"),
     (["run", "a red cube", "prompt.negative=a red hamburger"], "hamburger"),
     (["run", "a red cube", "guidance.schedule=cosine"], "guidance.schedule"),
+    (["run", "a red cube", "nerf.grid.backend=gpu"], "nerf.grid.backend"),
     (["run", "a red cube", "guidance.prior=stable_diffusion"], "guidance.model"),
     (["run", "a red cube", "--config", "dreamfusion-sd", "guidance.model=./no/such/folder"],
      "neither a folder nor a hub id"),
@@ -78,6 +80,13 @@ def test_end_to_end_run_writes_meshes(fast_overrides, tmp_path, capsys):
     assert state["step"] == 6 and "field" in state and "grid" in state
     assert "steps: 6" in (run_dir / "config.yaml").read_text()
     assert not list(run_dir.rglob("*.tmp*"))                  # atomic writes left no temp files
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["hashgrid_backend"] in ("cpp", "torch")     # auto says what it chose
+
+
+def test_a_run_says_which_hash_grid_backend_it_uses(fast_overrides, capsys):
+    assert main(["run", "a blue torus", "nerf.grid.backend=torch", *fast_overrides]) == 0
+    assert "hash grid: torch (PyTorch reference)" in capsys.readouterr().err
 
 
 def test_same_seed_same_result(fast_overrides, tmp_path):

@@ -94,7 +94,7 @@ def run_remedies_bench(config: str, overrides: list[str], prompt: str, seeds: li
             print(f"{name} seed {seed}: IoU {row['silhouette_iou']:.3f} side {row['side_iou']:.3f} "
                   f"Janus {row['janus']:.3f}", flush=True)
     command = (f"dreamfusion bench remedies --config {config} --prompt \"{prompt}\" --seeds "
-               f"{' '.join(map(str, seeds))} {' '.join(overrides)}").strip()
+               f"{' '.join(map(str, seeds))} --runs {runs} {' '.join(overrides)}").strip()
     body = (f"# Janus and noise-schedule remedies on the toy world\n\nCommand: `{command}`\n\n"
             f"Machine: {machine()}\n\n{METRICS}\n\n" + "Overrides per remedy: " +
             "; ".join(f"{n}: `{' '.join(VARIANTS[n])}`" for n in names) + "\n\n" + _table(rows) + "\n")

@@ -23,7 +23,8 @@ METRICS = (
     "symmetric object such as the cube from random azimuths and cannot fix its yaw, so a "
     "well-shaped cube may stand turned; the headline IoU counts that against it, the best-yaw "
     "column shows the shape alone. Times are wall-clock seconds of each `dreamfusion run`, "
-    "including reference rendering on a cold cache, export, turntable and this evaluation.")
+    "including export, turntable and this evaluation, and the rendering of the toy references "
+    "when their cache is cold.")
 BARS = {"a red cube": 0.85, "a blue torus": 0.85, "a green cylinder": 0.85, "a yellow duck": 0.75}
 
 
@@ -81,8 +82,12 @@ def run_toy_bench(cfg: DictConfig, prompts: list[str] | None, seeds: list[int],
             print(f"[{done}/{total}] {prompt!r} seed {seed}: IoU {r['silhouette_iou']:.3f} "
                   f"(side {r['side_iou']:.3f}), {r['total_seconds']:.0f} s; ETA {eta:.0f} s",
                   flush=True)
-    command = "dreamfusion bench toy " + " ".join(command_args[1:])
-    header = (f"# Toy-world benchmark\n\nCommand: `{command.strip()}` (config `{command_args[0]}`)"
+    given = ""
+    if prompts != list(DEFAULT_PROMPTS):
+        given = " --prompts " + " ".join(repr(p) for p in prompts)
+    command = (f"dreamfusion bench toy --config {command_args[0]}{given} --seeds "
+               f"{' '.join(map(str, seeds))} --runs {runs} " + " ".join(command_args[1:]))
+    header = (f"# Toy-world benchmark\n\nCommand: `{command.strip()}`"
               f"\n\nMachine: {machine()}\n\n{METRICS}\n\n")
     write_text(results_dir / "toy.md",
                header + _summary(rows) + "\n\n## Runs\n\n" + _table(rows) + "\n")

@@ -12,6 +12,7 @@ class HashGridConfig:
     table_size_log2: int = 19
     base_resolution: int = 16
     growth: float = 1.447269237440378     # 16 levels from 16 to 2048
+    backend: str = "auto"                 # auto (cpp when it builds) | cpp | torch
 
 
 @dataclass

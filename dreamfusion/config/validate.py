@@ -7,6 +7,7 @@ from omegaconf import DictConfig
 
 from ..errors import UserError
 from ..guidance.schedules import SCHEDULES
+from ..nerf.hashgrid import BACKENDS
 from ..guidance.sds import WEIGHTINGS
 
 PRIORS = ("toy", "stable_diffusion", "deepfloyd_if")
@@ -50,6 +51,8 @@ def validate(cfg: DictConfig) -> None:
     _check(10 <= cfg.nerf.grid.table_size_log2 <= 24, "nerf.grid.table_size_log2",
            f"must be in [10, 24], got {cfg.nerf.grid.table_size_log2}")
     _check(cfg.nerf.grid.growth >= 1.0, "nerf.grid.growth", f"must be >= 1, got {cfg.nerf.grid.growth}")
+    _check(cfg.nerf.grid.backend in BACKENDS, "nerf.grid.backend",
+           f"must be one of {', '.join(BACKENDS)}, got {cfg.nerf.grid.backend!r}")
     _check(0.0 < cfg.marcher.ema_decay <= 1.0, "marcher.ema_decay", "must be in (0, 1]")
     _check(cfg.marcher.threshold >= 0.0, "marcher.threshold", "must be >= 0")
     _range_pair(cfg, "camera.elevation", -90.0, 90.0)

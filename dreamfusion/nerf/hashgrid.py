@@ -81,12 +81,25 @@ def level_layouts(n_levels: int, table_size_log2: int, base_resolution: int,
     return layouts
 
 
+BACKENDS = ("auto", "torch", "cpp")
+
+
 class HashGridEncoding(nn.Module):
-    """Encode points in ``[0, 1]^3`` as ``n_levels * features`` trilinearly interpolated features."""
+    """Encode points in ``[0, 1]^3`` as ``n_levels * features`` trilinearly interpolated features.
+
+    ``backend``: ``torch`` (the reference), ``cpp`` (the compiled CPU kernel in
+    ``extensions/hashgrid``, same layout and numbers), or ``auto`` (``cpp`` when it builds).
+    The kernel serves CPU float32 calls that need no second derivative; the others, such as
+    normals taken inside the loss, run the reference.
+    """
 
     def __init__(self, n_levels: int = 16, features: int = 2, table_size_log2: int = 19,
-                 base_resolution: int = 16, growth: float = 1.447269237440378) -> None:
+                 base_resolution: int = 16, growth: float = 1.447269237440378,
+                 backend: str = "torch") -> None:
         super().__init__()
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        self.backend = backend
         self.layouts = level_layouts(n_levels, table_size_log2, base_resolution, growth)
         self.n_levels, self.features = n_levels, features
         total = self.layouts[-1].offset + self.layouts[-1].size
@@ -103,6 +116,32 @@ class HashGridEncoding(nn.Module):
             raise ValueError("dense levels must come before hashed ones")
         self.table_size = 1 << table_size_log2
         self.register_buffer("_primes", torch.tensor(_PRIMES).view(1, 1, 3, 1), persistent=False)
+
+    @property
+    def kernel_available(self) -> bool:
+        if self.backend == "torch":
+            return False
+        from .hashgrid_cpp import load_kernel
+
+        return load_kernel() is not None
+
+    def describe_backend(self) -> str:
+        """Which implementation serves CPU calls, and why, for the run's log."""
+        if self.backend == "torch":
+            return "torch (PyTorch reference)"
+        if self.kernel_available:
+            return f"cpp (compiled CPU kernel; backend={self.backend})"
+        from .hashgrid_cpp import unavailable_reason
+
+        return (f"torch (PyTorch reference): backend={self.backend} but the CPU kernel could not "
+                f"be built ({unavailable_reason()}); install a C++ compiler with OpenMP and ninja")
+
+    def _use_kernel(self, x: torch.Tensor) -> bool:
+        if self.backend == "torch" or x.device.type != "cpu" or x.dtype != torch.float32:
+            return False
+        if torch.is_grad_enabled() and x.requires_grad:
+            return False            # a graph through x may be differentiated twice
+        return self.kernel_available
 
     @property
     def output_dim(self) -> int:
@@ -139,6 +178,10 @@ class HashGridEncoding(nn.Module):
         ``f_l(x) = sum_c w_c(x) * table[index_l(cell(x) + c)]`` over the 8 corners ``c``,
         with ``w_c = prod_d (frac_d if c_d else 1 - frac_d)``.
         """
+        if self._use_kernel(x):
+            from .hashgrid_cpp import CppHashGrid
+
+            return CppHashGrid.apply(x, self.params, self)
         n = x.shape[0]
         pos = x.unsqueeze(1) * self._scale.view(1, -1, 1) + 0.5            # (N, L, 3)
         cell = torch.floor(pos)

@@ -32,7 +32,7 @@ class Scene:
 def build_scene(cfg: DictConfig, device: torch.device) -> Scene:
     g = cfg.nerf.grid
     encoding = HashGridEncoding(g.n_levels, g.features, g.table_size_log2, g.base_resolution,
-                                g.growth)
+                                g.growth, g.backend)
     field = NeRFField(cfg.nerf.bound, encoding, cfg.nerf.hidden, cfg.nerf.layers,
                       cfg.nerf.blob_density, cfg.nerf.blob_radius)
     m = cfg.marcher

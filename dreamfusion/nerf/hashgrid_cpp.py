@@ -1,0 +1,66 @@
+"""The compiled CPU hash-grid kernel (``extensions/hashgrid``), built with torch's extension
+tooling on first use and cached; ``None``, with the reason, where it cannot be built."""
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.autograd.function import once_differentiable
+
+_why_not: str = ""
+
+
+def _build_dir() -> Path:
+    root = Path(os.environ.get("DREAMFUSION_CACHE", Path.home() / ".cache" / "dreamfusion"))
+    tag = f"torch{torch.__version__}".replace("+", "_")
+    return root / "extensions" / f"hashgrid_cpu-{tag}"
+
+
+@lru_cache(maxsize=None)
+def load_kernel() -> Any | None:
+    """The kernel module, compiling it the first time (about a minute); None if impossible."""
+    global _why_not
+    try:
+        from torch.utils.cpp_extension import load
+
+        source = resources.files("dreamfusion.extensions") / "hashgrid" / "hashgrid_cpu.cpp"
+        build = _build_dir()
+        build.mkdir(parents=True, exist_ok=True)
+        return load(name="dreamfusion_hashgrid_cpu", sources=[str(source)], build_directory=str(build),
+                    extra_cflags=["-O3", "-fopenmp"], extra_ldflags=["-fopenmp"], verbose=False)
+    except Exception as exc:        # no compiler, no ninja, no headers: the torch path remains
+        text = str(exc).strip().splitlines()
+        _why_not = f"{type(exc).__name__}: {text[-1] if text else ''}"
+        return None
+
+
+def unavailable_reason() -> str:
+    return _why_not
+
+
+class CppHashGrid(torch.autograd.Function):
+    """``HashGridEncoding.forward`` by the compiled kernel. Its backward is not itself
+    differentiable, so callers that need second derivatives (normals from a density gradient
+    inside the loss) use the PyTorch path."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, params: torch.Tensor, enc: Any) -> torch.Tensor:
+        kernel = load_kernel()
+        x = x.contiguous()
+        args = (enc._scale, enc._resolution, enc._size, enc._offset, enc.n_dense, enc.table_size)
+        ctx.save_for_backward(x, params)
+        ctx.args = args
+        return kernel.forward(x, params.detach().contiguous(), *args)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: torch.Tensor):
+        x, params = ctx.saved_tensors
+        grad_params, grad_x = load_kernel().backward(
+            grad_out.contiguous(), x, params.detach().contiguous(), *ctx.args,
+            ctx.needs_input_grad[0])
+        return (grad_x if ctx.needs_input_grad[0] else None), grad_params, None
