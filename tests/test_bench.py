@@ -65,3 +65,15 @@ def test_bench_sds_step_runs_the_sd_code_path(monkeypatch, tmp_path):
     row = json.loads((tmp_path / "sds_step_cpu.json").read_text())
     assert row["latent"] == 8 and row["seconds_per_step"] > 0 and row["peak_memory_gb"] > 0
     assert "| cpu | float32 | 16x16 -> 16 -> 8 |" in (tmp_path / "sds_step_cpu.md").read_text()
+
+
+def test_bench_speed_measures_each_backend_against_the_reference(tmp_path):
+    from dreamfusion.nerf.hashgrid_cpp import load_kernel
+
+    assert main(["bench", "speed", "--points", "2000", "--repeats", "1",
+                 "--results", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "speed_cpu.json").read_text())["rows"]
+    assert rows[0]["backend"] == "torch" and rows[0]["forward_vs_torch"] == 1.0
+    assert [r["backend"] for r in rows] == (["torch", "cpp"] if load_kernel() else ["torch"])
+    assert all(r["forward"] > 0 and r["forward_backward"] > 0 for r in rows)
+    assert "| torch |" in (tmp_path / "speed_cpu.md").read_text()

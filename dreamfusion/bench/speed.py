@@ -10,6 +10,7 @@ import torch
 from ..nerf.hashgrid import HashGridEncoding
 from ..pipeline.artifacts import write_json
 from ..utils.atomic import write_text
+from .tables import markdown_table
 from .toy import machine
 
 GRID = (16, 2, 19, 16, 1.447269237440378)      # DreamFusion-sized: 16 x 2 x 2^19, base 16
@@ -48,13 +49,11 @@ def run_speed_bench(points: int, repeats: int, results: str) -> list[dict]:
     for r in rows:
         r["forward_vs_torch"] = r["forward"] / ref["forward"]
         r["forward_backward_vs_torch"] = r["forward_backward"] / ref["forward_backward"]
-    lines = ["| machine | backend | forward M samples/s | forward+backward M samples/s | "
-             "x torch (fwd / fwd+bwd) |", "|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {machine()} | {r['backend']} | {r['forward'] / 1e6:.3f} | "
-                     f"{r['forward_backward'] / 1e6:.3f} | {r['forward_vs_torch']:.1f} / "
-                     f"{r['forward_backward_vs_torch']:.1f} |")
-    table = "\n".join(lines)
+    table = markdown_table(
+        ["machine", "backend", "forward M samples/s", "forward+backward M samples/s",
+         "x torch (fwd / fwd+bwd)"],
+        [[machine(), r["backend"], f"{r['forward'] / 1e6:.3f}", f"{r['forward_backward'] / 1e6:.3f}",
+          f"{r['forward_vs_torch']:.1f} / {r['forward_backward_vs_torch']:.1f}"] for r in rows])
     write_text(Path(results) / "speed_cpu.md",
                f"# Hash-grid speed\n\nCommand: `dreamfusion bench speed --points {points} "
                f"--repeats {repeats}`\n\nGrid 16 levels x 2 features x 2^19 rows, base 16; "

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..pipeline.artifacts import write_json
 from ..pipeline.run import RunResult, prepare, run, slugify
 from ..utils.atomic import write_text
+from .tables import markdown_table
 
 DEFAULT_PROMPTS = ("a red cube", "a blue torus", "a green cylinder", "a yellow duck")
 METRICS = (
@@ -45,25 +46,24 @@ def run_once(cfg: DictConfig, prompt: str, seed: int, run_dir: Path) -> dict:
 
 
 def _table(rows: list[dict]) -> str:
-    lines = ["| prompt | seed | silhouette IoU | side-view IoU | best-yaw IoU (yaw) | train s "
-             "| total s |", "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['prompt']} | {r['seed']} | {r['silhouette_iou']:.3f} | "
-                     f"{r['side_iou']:.3f} | {r['best_yaw_iou']:.3f} ({r['best_yaw']:+.0f}) | "
-                     f"{r['train_seconds']:.0f} | {r['total_seconds']:.0f} |")
-    return "\n".join(lines)
+    return markdown_table(
+        ["prompt", "seed", "silhouette IoU", "side-view IoU", "best-yaw IoU (yaw)", "train s",
+         "total s"],
+        [[r["prompt"], r["seed"], f"{r['silhouette_iou']:.3f}", f"{r['side_iou']:.3f}",
+          f"{r['best_yaw_iou']:.3f} ({r['best_yaw']:+.0f})", f"{r['train_seconds']:.0f}",
+          f"{r['total_seconds']:.0f}"] for r in rows])
 
 
 def _summary(rows: list[dict]) -> str:
-    lines = ["| prompt | seeds | IoU mean | IoU min | bar | seeds at or above the bar |",
-             "|---|---|---|---|---|---|"]
+    out = []
     for prompt in dict.fromkeys(r["prompt"] for r in rows):
         ious = [r["silhouette_iou"] for r in rows if r["prompt"] == prompt]
         bar = BARS.get(prompt)
         met = "" if bar is None else f"{sum(i >= bar for i in ious)} of {len(ious)}"
-        lines.append(f"| {prompt} | {len(ious)} | {sum(ious) / len(ious):.3f} | {min(ious):.3f} "
-                     f"| {'' if bar is None else f'{bar:.2f}'} | {met} |")
-    return "\n".join(lines)
+        out.append([prompt, len(ious), f"{sum(ious) / len(ious):.3f}", f"{min(ious):.3f}",
+                    "" if bar is None else f"{bar:.2f}", met])
+    return markdown_table(["prompt", "seeds", "IoU mean", "IoU min", "bar",
+                           "seeds at or above the bar"], out)
 
 
 def run_toy_bench(cfg: DictConfig, prompts: list[str] | None, seeds: list[int],
