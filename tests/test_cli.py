@@ -31,6 +31,11 @@ def _files(root: Path) -> set[Path]:
     (["run", "a red cube", "prompt.negative=a red hamburger"], "hamburger"),
     (["run", "a red cube", "guidance.schedule=cosine"], "guidance.schedule"),
     (["run", "a red cube", "nerf.grid.backend=gpu"], "nerf.grid.backend"),
+    (["bench", "speed", "--points", "0"], "--points"),
+    (["bench", "sds-step", "--steps", "0"], "--steps"),
+    (["bench", "sds-step", "steps=3"], "no config overrides"),
+    (["bench", "sds-step", "--device", "cuda"] if not torch.cuda.is_available() else
+     ["bench", "sds-step", "--device", "tpu"], "cuda" if not torch.cuda.is_available() else "tpu"),
     (["run", "a red cube", "guidance.prior=stable_diffusion"], "guidance.model"),
     (["run", "a red cube", "--config", "dreamfusion-sd", "guidance.model=./no/such/folder"],
      "neither a folder nor a hub id"),

@@ -15,6 +15,7 @@ from ..pipeline.artifacts import write_json
 from ..pipeline.build import build_prior
 from ..pipeline.run import prepare
 from ..utils.atomic import write_text
+from .tables import markdown_table
 from .toy import machine, run_once
 
 # each remedy is a set of overrides on the config (configs/toy.yaml unless --config)
@@ -57,19 +58,19 @@ def _delta(value: float, base: float | None) -> str:
 def _table(rows: list[dict]) -> str:
     """Means (worst seed), and the change in side-view IoU against the plain prompt and
     against plain view prompts, so that what helped and what did not is read off directly."""
-    lines = ["| remedy | seeds | IoU | side-view IoU | Janus | head volume | side IoU vs plain "
-             "| side IoU vs view prompts | train s |", "|---|---|---|---|---|---|---|---|---|"]
     plain = _mean(rows, "plain prompt", "side_iou")
     views = _mean(rows, "view prompts", "side_iou")
+    out = []
     for name in dict.fromkeys(r["variant"] for r in rows):
         rs = [r for r in rows if r["variant"] == name]
         col = lambda k: [r[k] for r in rs]  # noqa: E731
         side = statistics.mean(col("side_iou"))
-        lines.append(f"| {name} | {len(rs)} | {_cell(col('silhouette_iou'), min)} | "
-                     f"{_cell(col('side_iou'), min)} | {_cell(col('janus'), max)} | "
-                     f"{statistics.mean(col('feature_volume')):.2f} | {_delta(side, plain)} | "
-                     f"{_delta(side, views)} | {statistics.mean(col('train_seconds')):.0f} |")
-    return "\n".join(lines)
+        out.append([name, len(rs), _cell(col("silhouette_iou"), min), _cell(col("side_iou"), min),
+                    _cell(col("janus"), max), f"{statistics.mean(col('feature_volume')):.2f}",
+                    _delta(side, plain), _delta(side, views),
+                    f"{statistics.mean(col('train_seconds')):.0f}"])
+    return markdown_table(["remedy", "seeds", "IoU", "side-view IoU", "Janus", "head volume",
+                           "side IoU vs plain", "side IoU vs view prompts", "train s"], out)
 
 
 def run_remedies_bench(config: str, overrides: list[str], prompt: str, seeds: list[int],

@@ -14,7 +14,9 @@ from ..guidance.diffusion.prior import DiffusersSettings
 from ..guidance.diffusion.stable_diffusion import StableDiffusionPrior
 from ..guidance.sds import Condition, sds_loss
 from ..pipeline.artifacts import write_json
+from ..pipeline.run import select_device
 from ..utils.atomic import write_text
+from .tables import markdown_table
 from .toy import machine
 
 
@@ -47,8 +49,7 @@ def _peak_memory_gb(device: torch.device) -> tuple[float, str]:
 
 def run_sds_step_bench(device_name: str, steps: int, render: int, render_size: int,
                        guidance_scale: float, results: str) -> dict:
-    device = torch.device("cuda" if device_name == "auto" and torch.cuda.is_available()
-                          else ("cpu" if device_name == "auto" else device_name))
+    device = select_device(device_name)
     built = time.perf_counter()
     prior = random_sd21_base(device, render_size, half=True)
     build_s = time.perf_counter() - built
@@ -86,11 +87,12 @@ def run_sds_step_bench(device_name: str, steps: int, render: int, render_size: i
            "seconds_per_step": round(mean, 3), "steps_per_second": round(1.0 / mean, 4),
            "min_seconds": round(min(times), 3), "peak_memory_gb": round(memory, 2),
            "memory_kind": memory_kind, "build_seconds": round(build_s, 1)}
-    table = ("| device | dtype | render -> VAE input -> latent | UNet / VAE params (M) | "
-             "s per step | steps/s | peak memory (GB) |\n|---|---|---|---|---|---|---|\n"
-             f"| {row['device']} | {row['dtype']} | {render}x{render} -> {render_size} -> "
-             f"{row['latent']} | {row['unet_params_m']} / {row['vae_params_m']} | "
-             f"{mean:.2f} | {1.0 / mean:.3f} | {memory:.1f} ({memory_kind}) |")
+    table = markdown_table(
+        ["device", "dtype", "render -> VAE input -> latent", "UNet / VAE params (M)",
+         "s per step", "steps/s", "peak memory (GB)"],
+        [[row["device"], row["dtype"], f"{render}x{render} -> {render_size} -> {row['latent']}",
+          f"{row['unet_params_m']} / {row['vae_params_m']}", f"{mean:.2f}", f"{1.0 / mean:.3f}",
+          f"{memory:.1f} ({memory_kind})"]])
     text = (f"# One SDS step with a Stable-Diffusion-sized model\n\nCommand: `dreamfusion bench "
             f"sds-step --device {device_name} --steps {steps}`\n\nMachine: {machine()}\n\n"
             "SD 2.1-base's UNet and VAE built from their configs with random weights (no "

@@ -7,8 +7,8 @@ from omegaconf import DictConfig
 
 from ..errors import UserError
 from ..guidance.schedules import SCHEDULES
-from ..nerf.hashgrid import BACKENDS
 from ..guidance.sds import WEIGHTINGS
+from ..nerf.hashgrid import BACKENDS
 
 PRIORS = ("toy", "stable_diffusion", "deepfloyd_if")
 

@@ -50,6 +50,11 @@ def target_for(azimuth: float, elevation: float, s: PromptSettings) -> GuidanceT
     return GuidanceTarget(rule.name, positive, negatives)
 
 
+def prompts_of(s: PromptSettings) -> list[str]:
+    """Every prompt ``target_for`` can ask for under these settings."""
+    return [s.prompt + r.suffix for r in s.rules] if s.view_dependent else [s.prompt]
+
+
 def targets_for(azimuths: Sequence[float], elevations: Sequence[float],
                 s: PromptSettings) -> list[GuidanceTarget]:
     return [target_for(float(a), float(e), s) for a, e in zip(azimuths, elevations)]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -46,13 +47,19 @@ class TimestepSchedule:
         bottom = self.t_min + (bottom_end - self.t_min) * f
         return min(bottom, top), top
 
-    def _prioritized(self, p: float, n: int = 2048) -> float:
-        ts = torch.linspace(self.t_max, self.t_min, n, dtype=torch.float64)
+    @cached_property
+    def _prioritized_table(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``t`` from ``t_max`` down to ``t_min`` on 2048 points, and the normalised
+        trapezoidal integral of ``W`` from ``t_max`` to each: computed once, read every step."""
+        ts = torch.linspace(self.t_max, self.t_min, 2048, dtype=torch.float64)
         w = torch.exp(-(ts - self.tp_mu) ** 2 / (2.0 * self.tp_sigma ** 2))
-        # trapezoidal cumulative integral from t_max downwards, normalised to [0, 1]
         steps = 0.5 * (w[1:] + w[:-1]) * (ts[:-1] - ts[1:])
         cdf = torch.cat([torch.zeros(1, dtype=torch.float64), steps.cumsum(0)])
-        cdf = cdf / cdf[-1]
+        return ts, cdf / cdf[-1]
+
+    def _prioritized(self, p: float) -> float:
+        ts, cdf = self._prioritized_table
+        n = ts.shape[0]
         i = int(torch.searchsorted(cdf, torch.tensor([p], dtype=torch.float64)).clamp(1, n - 1))
         frac = float((p - cdf[i - 1]) / (cdf[i] - cdf[i - 1]).clamp_min(1e-12))
         return float(ts[i - 1] + frac * (ts[i] - ts[i - 1]))

@@ -125,11 +125,16 @@ class HashGridEncoding(nn.Module):
 
         return load_kernel() is not None
 
+    @property
+    def active_backend(self) -> str:
+        """``cpp`` or ``torch``: what serves CPU calls that need no second derivative."""
+        return "cpp" if self.kernel_available else "torch"
+
     def describe_backend(self) -> str:
         """Which implementation serves CPU calls, and why, for the run's log."""
         if self.backend == "torch":
             return "torch (PyTorch reference)"
-        if self.kernel_available:
+        if self.active_backend == "cpp":
             return f"cpp (compiled CPU kernel; backend={self.backend})"
         from .hashgrid_cpp import unavailable_reason
 

@@ -139,9 +139,8 @@ def run(prompt: str, cfg: DictConfig, run_dir: Path | None = None, quiet: bool =
     torch.manual_seed(cfg.seed)
     device = select_device(cfg.device)
     scene = build_scene(cfg, device)
-    backend = scene.field.encoding.describe_backend()
     if not quiet:
-        print(f"hash grid: {backend}", file=sys.stderr)
+        print(f"hash grid: {scene.field.encoding.describe_backend()}", file=sys.stderr)
     prior = build_prior(cfg, device)
     trainer = Trainer(cfg, scene, prior, prompt)
     distance, fov = sum(cfg.camera.distance) / 2, sum(cfg.camera.fov) / 2
@@ -170,7 +169,7 @@ def run(prompt: str, cfg: DictConfig, run_dir: Path | None = None, quiet: bool =
         written = write_meshes(mesh, run_dir, list(cfg.export.formats))
         files += [p.name for p in written]
     metrics: dict = {"train_seconds": round(train_seconds, 1), "steps": trainer.step,
-                     "hashgrid_backend": backend.split(" ")[0]}
+                     "hashgrid_backend": scene.field.encoding.active_backend}
     if isinstance(prior, ToyWorldPrior):
         scores = silhouette_iou(scene, prior.parse(prompt), cfg)
         metrics.update(silhouette_iou=round(scores.iou, 4), side_iou=round(scores.side_iou, 4),

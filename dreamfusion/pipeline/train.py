@@ -9,7 +9,7 @@ import torch
 from omegaconf import DictConfig
 
 from ..guidance.base import Prior
-from ..guidance.prompts import GuidanceTarget, PromptSettings, targets_for
+from ..guidance.prompts import GuidanceTarget, PromptSettings, prompts_of, targets_for
 from ..guidance.schedules import TimestepSchedule
 from ..guidance.sds import Condition, sds_loss
 from ..nerf.cameras import Cameras, sample_cameras
@@ -55,13 +55,16 @@ class Trainer:
 
     def encode_prompts(self) -> None:
         """Encode every prompt the run can ask for, then let the prior free its text encoder."""
-        s = self.prompt_settings
-        prompts = [s.prompt] if not s.view_dependent else [s.prompt + r.suffix for r in s.rules]
-        for prompt in prompts:
+        for prompt in prompts_of(self.prompt_settings):
             self.condition(prompt)
-        if self.cfg.guidance.guidance_scale != 1.0 or s.perp_neg:
+        if self.needs_unconditional:
             self.unconditional()
         self.prior.release_text_encoder()
+
+    @property
+    def needs_unconditional(self) -> bool:
+        """Guidance above 1 and Perp-Neg both subtract an unconditional prediction."""
+        return self.cfg.guidance.guidance_scale != 1.0 or self.prompt_settings.perp_neg
 
     def condition(self, prompt: str) -> Any:
         if prompt not in self._conditions:
@@ -79,8 +82,8 @@ class Trainer:
     def resolve(self, target: GuidanceTarget) -> Condition:
         positive = self.prior.mix([(self.condition(p), w) for p, w in target.positive])
         negatives = [(self.condition(p), w) for p, w in target.negatives]
-        needs_uncond = negatives or self.cfg.guidance.guidance_scale != 1.0
-        return Condition(positive, self.unconditional() if needs_uncond else None, negatives)
+        return Condition(positive, self.unconditional() if self.needs_unconditional else None,
+                         negatives)
 
     def _shading_mode(self) -> str:
         s = self.cfg.shading

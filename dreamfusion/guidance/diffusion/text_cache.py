@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+
 from ...utils.tensor_cache import cached_tensor
 
 

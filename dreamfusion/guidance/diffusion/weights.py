@@ -8,9 +8,8 @@ from pathlib import Path
 from ...errors import UserError
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-# what SDS loads; safety checkers, feature extractors and other formats are never fetched
-ALLOW = ["model_index.json", "scheduler/*", "tokenizer/*", "text_encoder/*", "unet/*", "vae/*"]
-# diffusers loads the plain (not the *.fp16.*) files and never the other formats
+# only model_index.json and the prior's subfolders are fetched (no safety checker, no feature
+# extractor); diffusers loads the plain (not the *.fp16.*) files and never the other formats
 IGNORE = ["*.ckpt", "*.msgpack", "*.onnx", "*.onnx_data", "*.h5", "*.pb", "*.xml", "*.fp16.*"]
 
 
