@@ -34,6 +34,7 @@ setup(
         "sentencepiece>=0.2",        # IF's T5 tokenizer ships as a sentencepiece model
         "ninja>=1.11",               # builds the optional CPU kernel on first use
     ],
-    extras_require={"test": ["pytest>=7.4"]},
+    # tiny-cuda-nn has no wheel on PyPI: see the README for its one-line source install
+    extras_require={"test": ["pytest>=7.4"], "cuda": ["nerfacc>=0.5.3"]},
     entry_points={"console_scripts": ["dreamfusion=dreamfusion.cli:main"]},
 )

@@ -41,9 +41,16 @@ def _parser() -> argparse.ArgumentParser:
     rem.add_argument("--variants", nargs="+", default=None, help="remedies to run (default: all)")
     rem.add_argument("--results", default="results")
     rem.add_argument("--runs", default="outputs/bench-remedies")
-    speed = bench_sub.add_parser("speed", help="hash-grid throughput per backend")
-    speed.add_argument("--points", type=int, default=262144)
+    speed = bench_sub.add_parser("speed", help="each backend's speed against the PyTorch reference")
+    speed.add_argument("overrides", nargs="*", metavar="key.sub=value")
+    speed.add_argument("--config", default=DEFAULT_CONFIG, help="for renders and toy runs")
+    speed.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    speed.add_argument("--points", type=int, default=262144, help="hash-grid points per call")
     speed.add_argument("--repeats", type=int, default=3)
+    speed.add_argument("--toy-steps", type=int, default=30, help="toy SDS steps timed")
+    speed.add_argument("--no-toy-run", action="store_true", help="skip the full toy runs")
+    speed.add_argument("--sd-steps", type=int, default=1,
+                       help="SDS steps timed with the SD-sized UNet (0: skip)")
     speed.add_argument("--results", default="results")
     step = bench_sub.add_parser("sds-step", help="one SDS step with an SD-sized random model")
     step.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -73,9 +80,18 @@ def _bench(args: argparse.Namespace) -> int:
     if args.bench == "speed":
         from .bench.speed import run_speed_bench
 
-        if args.overrides or args.points < 1 or args.repeats < 1:
-            raise UserError("bench speed takes --points >= 1 and --repeats >= 1, no overrides")
-        run_speed_bench(args.points, args.repeats, args.results)
+        if args.points < 1 or args.repeats < 1 or args.toy_steps < 1 or args.sd_steps < 0:
+            raise UserError("bench speed takes --points, --repeats and --toy-steps >= 1, "
+                            "--sd-steps >= 0")
+        cfg = load_config(args.config, args.overrides)
+        if cfg.guidance.prior != "toy":
+            raise UserError("bench speed times the toy prior: give a config with guidance.prior=toy")
+        command = " ".join(["dreamfusion bench speed", *args.overrides, "--config", args.config,
+                            "--device", args.device, "--points", str(args.points), "--repeats",
+                            str(args.repeats), "--toy-steps", str(args.toy_steps),
+                            "--sd-steps", str(args.sd_steps)] + ["--no-toy-run"] * args.no_toy_run)
+        run_speed_bench(cfg, args.device, args.points, args.repeats, args.toy_steps,
+                        not args.no_toy_run, args.sd_steps, args.results, command)
         return 0
     if args.bench == "sds-step":
         from .bench.sds_step import run_sds_step_bench

@@ -67,13 +67,20 @@ def test_bench_sds_step_runs_the_sd_code_path(monkeypatch, tmp_path):
     assert "| cpu | float32 | 16x16 -> 16 -> 8 |" in (tmp_path / "sds_step_cpu.md").read_text()
 
 
-def test_bench_speed_measures_each_backend_against_the_reference(tmp_path):
+def test_bench_speed_measures_each_backend_against_the_reference(fast_overrides, tmp_path):
     from dreamfusion.nerf.hashgrid_cpp import load_kernel
 
-    assert main(["bench", "speed", "--points", "2000", "--repeats", "1",
-                 "--results", str(tmp_path)]) == 0
-    rows = json.loads((tmp_path / "speed_cpu.json").read_text())["rows"]
-    assert rows[0]["backend"] == "torch" and rows[0]["forward_vs_torch"] == 1.0
+    assert main(["bench", "speed", "--device", "cpu", "--points", "2000", "--repeats", "1",
+                 "--toy-steps", "2", "--sd-steps", "0", "--results", str(tmp_path / "res"),
+                 *fast_overrides]) == 0
+    data = json.loads((tmp_path / "res" / "speed_cpu.json").read_text())
+    rows = data["rows"]
     assert [r["backend"] for r in rows] == (["torch", "cpp"] if load_kernel() else ["torch"])
-    assert all(r["forward"] > 0 and r["forward_backward"] > 0 for r in rows)
-    assert "| torch |" in (tmp_path / "speed_cpu.md").read_text()
+    for r in rows:
+        assert r["grid_forward"] > 0 and r["grid_forward_backward"] > 0
+        assert r["render_rays"] > 0 and r["render_train_rays"] > 0 and r["samples_per_ray"] > 0
+        assert r["toy_steps_per_second"] > 0 and r["toy_run_seconds"] > 0
+        assert 0.0 <= r["toy_run_iou"] <= 1.0 and r["peak_memory_gb"] > 0.05
+    assert data["sd_step"] is None and data["config"]["steps"] == 6
+    table = (tmp_path / "res" / "speed_cpu.md").read_text()
+    assert "| torch | " in table and "(1.0x)" in table

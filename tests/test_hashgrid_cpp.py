@@ -49,6 +49,14 @@ def test_kernel_matches_the_reference_outputs_and_gradients(grid):
     assert torch.allclose(xc.grad, xr.grad, rtol=1e-5, atol=1e-5 * float(xr.grad.abs().max()))
 
 
+def test_kernel_wraps_points_outside_the_cube_as_the_reference_does():
+    ref, cpp = _pair(GRIDS[0])
+    x = torch.rand(500, 3) * 6.0 - 3.0        # dense indices below zero and past the table
+    with torch.no_grad():
+        out_ref, out_cpp = ref(x), cpp(x)
+    assert torch.allclose(out_cpp, out_ref, rtol=1e-5, atol=1e-5 * float(out_ref.abs().max()))
+
+
 def test_auto_uses_the_kernel_only_where_no_second_derivative_is_needed():
     _, cpp = _pair(GRIDS[1])
     x = torch.rand(10, 3)

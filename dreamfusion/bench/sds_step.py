@@ -47,9 +47,9 @@ def _peak_memory_gb(device: torch.device) -> tuple[float, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, "peak process RSS"
 
 
-def run_sds_step_bench(device_name: str, steps: int, render: int, render_size: int,
-                       guidance_scale: float, results: str) -> dict:
-    device = select_device(device_name)
+def time_sds_step(device: torch.device, steps: int, render: int, render_size: int,
+                  guidance_scale: float) -> dict:
+    """Mean time of ``steps`` SDS steps (after a warm-up) through a random SD 2.1-base."""
     built = time.perf_counter()
     prior = random_sd21_base(device, render_size, half=True)
     build_s = time.perf_counter() - built
@@ -79,14 +79,21 @@ def run_sds_step_bench(device_name: str, steps: int, render: int, render_size: i
         times.append(time.perf_counter() - start)
     memory, memory_kind = _peak_memory_gb(device)
     mean = sum(times) / len(times)
-    row = {"machine": machine(), "device": str(device) if device.type == "cpu"
-           else torch.cuda.get_device_name(device), "dtype": str(prior.dtype).replace("torch.", ""),
-           "render": render, "render_size": render_size, "latent": render_size // prior.downsampling,
-           "guidance_scale": guidance_scale, "unet_params_m": round(n_unet / 1e6, 1),
-           "vae_params_m": round(n_vae / 1e6, 1), "steps_timed": steps,
-           "seconds_per_step": round(mean, 3), "steps_per_second": round(1.0 / mean, 4),
-           "min_seconds": round(min(times), 3), "peak_memory_gb": round(memory, 2),
-           "memory_kind": memory_kind, "build_seconds": round(build_s, 1)}
+    return {"machine": machine(), "device": str(device) if device.type == "cpu"
+            else torch.cuda.get_device_name(device), "dtype": str(prior.dtype).replace("torch.", ""),
+            "render": render, "render_size": render_size, "latent": render_size // prior.downsampling,
+            "guidance_scale": guidance_scale, "unet_params_m": round(n_unet / 1e6, 1),
+            "vae_params_m": round(n_vae / 1e6, 1), "steps_timed": steps,
+            "seconds_per_step": round(mean, 3), "steps_per_second": round(1.0 / mean, 4),
+            "min_seconds": round(min(times), 3), "peak_memory_gb": round(memory, 2),
+            "memory_kind": memory_kind, "build_seconds": round(build_s, 1)}
+
+
+def run_sds_step_bench(device_name: str, steps: int, render: int, render_size: int,
+                       guidance_scale: float, results: str) -> dict:
+    device = select_device(device_name)
+    row = time_sds_step(device, steps, render, render_size, guidance_scale)
+    mean, memory, memory_kind = row["seconds_per_step"], row["peak_memory_gb"], row["memory_kind"]
     table = markdown_table(
         ["device", "dtype", "render -> VAE input -> latent", "UNet / VAE params (M)",
          "s per step", "steps/s", "peak memory (GB)"],

@@ -1,66 +1,232 @@
-"""``dreamfusion bench speed``: hash-grid throughput of each backend on this machine, with the
-ratio to the PyTorch reference measured in the same run."""
+"""``dreamfusion bench speed``: each backend on this machine, measured in one run against the
+PyTorch reference.
+
+Per backend (``torch``, and ``cpp`` on a CPU or ``tcnn`` + nerfacc on CUDA): hash-grid
+samples/s at DreamFusion's size, rendered rays/s at 64x64, toy-prior SDS steps/s, the time of a
+finished toy run, and the peak memory of doing all that. Each backend is measured in a fresh
+process, so that its peak memory is its own. One more row per machine: the SDS step through a
+Stable-Diffusion-sized UNet and VAE with random weights, which no hash-grid backend changes.
+"""
 from __future__ import annotations
 
+import multiprocessing
+import resource
+import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 
+from ..nerf.cameras import sample_cameras
 from ..nerf.hashgrid import HashGridEncoding
+from ..nerf.renderer import render
+from ..nerf.shading import sample_light_directions
 from ..pipeline.artifacts import write_json
+from ..pipeline.build import build_prior, build_scene
+from ..pipeline.run import run, select_device
+from ..pipeline.train import Trainer
 from ..utils.atomic import write_text
 from .tables import markdown_table
 from .toy import machine
 
 GRID = (16, 2, 19, 16, 1.447269237440378)      # DreamFusion-sized: 16 x 2 x 2^19, base 16
+RENDER = 64                                     # DreamFusion's render size
+PROMPT = "a red cube"
 
 
-def _rate(enc: HashGridEncoding, x: torch.Tensor, grad: torch.Tensor, backward: bool,
-          repeats: int) -> float:
-    """Samples per second, the best of ``repeats`` timed calls after one warm-up."""
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _best(fn, device: torch.device, repeats: int) -> float:
+    """The fastest of ``repeats`` timed calls after one warm-up, in seconds."""
     best = float("inf")
     for i in range(repeats + 1):
-        enc.params.grad = None
+        _sync(device)
         start = time.perf_counter()
-        if backward:
-            (enc(x) * grad).sum().backward()
-        else:
-            with torch.no_grad():
-                enc(x)
+        fn()
+        _sync(device)
         if i:
             best = min(best, time.perf_counter() - start)
-    return x.shape[0] / best
+    return best
 
 
-def run_speed_bench(points: int, repeats: int, results: str) -> list[dict]:
+def grid_rates(backend: str, device: torch.device, points: int, repeats: int) -> dict:
+    """Samples/s of the hash grid alone, forward and forward+backward (the table gradient,
+    as in training), on uniform random points: no cache locality to lean on."""
     torch.manual_seed(0)
-    x = torch.rand(points, 3)
-    grad = torch.randn(points, GRID[0] * GRID[1])
-    rows = []
-    for backend in ("torch", "cpp"):
-        enc = HashGridEncoding(*GRID, backend=backend)
-        if backend == "cpp" and not enc.kernel_available:
-            print(f"skipping cpp: {enc.describe_backend()}")
-            continue
-        rows.append({"backend": backend, "forward": _rate(enc, x, grad, False, repeats),
-                     "forward_backward": _rate(enc, x, grad, True, repeats)})
+    enc = HashGridEncoding(*GRID, backend=backend).to(device)
+    x = torch.rand(points, 3, device=device)
+    grad = torch.randn(points, enc.output_dim, device=device)
+
+    def forward() -> None:
+        with torch.no_grad():
+            enc(x)
+
+    def forward_backward() -> None:
+        enc.params.grad = None
+        enc(x).backward(grad)
+
+    return {"grid_forward": points / _best(forward, device, repeats),
+            "grid_forward_backward": points / _best(forward_backward, device, repeats)}
+
+
+def render_rates(cfg: DictConfig, device: torch.device, repeats: int) -> dict:
+    """Rays/s of a 64x64 render of the config's starting field (the density blob) after one
+    occupancy update: without gradients (albedo, as in validation) and with them (lambertian,
+    normals and backward, as in training)."""
+    torch.manual_seed(0)
+    scene = build_scene(cfg, device)
+    scene.grid.update(scene.field.density)
+    c = cfg.camera
+    cams = sample_cameras(1, tuple(c.elevation), tuple(c.azimuth), tuple(c.distance), tuple(c.fov))
+    lights = sample_light_directions(cams.positions, 0.0)
+    samples = []
+
+    def evaluate() -> None:
+        with torch.no_grad():
+            out = render(scene.field, scene.grid, scene.background, cams, RENDER, RENDER,
+                         scene.settings, "albedo")
+        samples.append(out.n_samples)
+
+    def train() -> None:
+        out = render(scene.field, scene.grid, scene.background, cams, RENDER, RENDER,
+                     scene.settings, "lambertian", lights)
+        out.rgb.sum().backward()
+
+    rays = RENDER * RENDER
+    return {"render_rays": rays / _best(evaluate, device, repeats),
+            "render_train_rays": rays / _best(train, device, repeats),
+            "samples_per_ray": samples[-1] / rays}
+
+
+def toy_step_rate(cfg: DictConfig, device: torch.device, steps: int) -> float:
+    """SDS steps/s of the toy prior's training loop (render, guidance, backward, Adam),
+    timed over ``steps`` steps after the prompts are encoded and one warm-up step."""
+    torch.manual_seed(cfg.seed)
+    trainer = Trainer(cfg, build_scene(cfg, device), build_prior(cfg, device), PROMPT)
+    trainer.encode_prompts()
+    trainer.train_step()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        trainer.train_step()
+    _sync(device)
+    return steps / (time.perf_counter() - start)
+
+
+def _peak_memory_gb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2 ** 30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20   # KiB on Linux
+
+
+def measure_backend(config: dict, backend: str, device_name: str, points: int, repeats: int,
+                    toy_steps: int, toy_run: bool) -> dict:
+    """Every measurement of one backend; run in a fresh process (see the module's doc)."""
+    device = select_device(device_name)
+    # the reference row is the reference throughout: PyTorch hash grid and PyTorch marcher
+    cfg = OmegaConf.merge(config, {"device": device.type, "nerf": {"grid": {"backend": backend}},
+                                   "marcher": {"backend": "torch" if backend == "torch" else "auto"}})
+    row = {"backend": backend, **grid_rates(backend, device, points, repeats),
+           **render_rates(cfg, device, repeats)}
+    row["toy_steps_per_second"] = toy_step_rate(cfg, device, toy_steps)
+    if toy_run:
+        with tempfile.TemporaryDirectory() as tmp:
+            result = run(PROMPT, cfg, run_dir=Path(tmp) / "run", quiet=True)
+        row["toy_run_seconds"] = result.seconds
+        row["toy_run_iou"] = result.metrics.get("silhouette_iou")
+    row["peak_memory_gb"] = _peak_memory_gb(device)
+    return row
+
+
+def measure_sd_step(device_name: str, steps: int) -> dict:
+    from .sds_step import time_sds_step
+
+    return time_sds_step(select_device(device_name), steps, RENDER, 512, 100.0)
+
+
+def _in_fresh_process(fn, *args):
+    context = multiprocessing.get_context("spawn")     # fork would inherit our OpenMP threads
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        return pool.submit(fn, *args).result()
+
+
+def backends_for(device: torch.device) -> list[str]:
+    return ["torch", "cpp"] if device.type == "cpu" else ["torch", "tcnn"]
+
+
+def _available(backend: str, device: torch.device) -> tuple[bool, str]:
+    if backend == "torch":
+        return True, ""
+    enc = HashGridEncoding(*GRID, backend=backend).to(device)
+    return enc.active_backend == backend, enc.describe_backend()
+
+
+def _tables(rows: list[dict], sd: dict | None) -> str:
     ref = rows[0]
-    for r in rows:
-        r["forward_vs_torch"] = r["forward"] / ref["forward"]
-        r["forward_backward_vs_torch"] = r["forward_backward"] / ref["forward_backward"]
-    table = markdown_table(
-        ["machine", "backend", "forward M samples/s", "forward+backward M samples/s",
-         "x torch (fwd / fwd+bwd)"],
-        [[machine(), r["backend"], f"{r['forward'] / 1e6:.3f}", f"{r['forward_backward'] / 1e6:.3f}",
-          f"{r['forward_vs_torch']:.1f} / {r['forward_backward_vs_torch']:.1f}"] for r in rows])
-    write_text(Path(results) / "speed_cpu.md",
-               f"# Hash-grid speed\n\nCommand: `dreamfusion bench speed --points {points} "
-               f"--repeats {repeats}`\n\nGrid 16 levels x 2 features x 2^19 rows, base 16; "
-               f"{points} uniform random points in the unit cube; the backward pass is the "
-               "gradient w.r.t. the table (as in training) from a random output gradient. "
-               f"Best of {repeats} after a warm-up.\n\n{table}\n")
-    write_json(Path(results) / "speed_cpu.json", {"machine": machine(), "grid": GRID,
-                                                   "points": points, "rows": rows})
+    ratio = lambda r, key: f"{r[key] / 1e6:.3f} ({r[key] / ref[key]:.1f}x)"   # noqa: E731
+    main = markdown_table(
+        ["machine", "backend", "grid fwd M samples/s", "grid fwd+bwd M samples/s",
+         "render rays/s (no grad)", "render rays/s (train)", "toy SDS steps/s",
+         "toy run s (IoU)", "peak memory GB"],
+        [[r["machine"], r["backend"], ratio(r, "grid_forward"), ratio(r, "grid_forward_backward"),
+          f"{r['render_rays']:.0f} ({r['render_rays'] / ref['render_rays']:.1f}x)",
+          f"{r['render_train_rays']:.0f} ({r['render_train_rays'] / ref['render_train_rays']:.1f}x)",
+          f"{r['toy_steps_per_second']:.2f} ({r['toy_steps_per_second'] / ref['toy_steps_per_second']:.1f}x)",
+          f"{r['toy_run_seconds']:.0f} ({r['toy_run_iou']:.3f})" if "toy_run_seconds" in r else "-",
+          f"{r['peak_memory_gb']:.2f}"] for r in rows])
+    if sd is None:
+        return main
+    sd_table = markdown_table(
+        ["machine", "device", "dtype", "render -> VAE input -> latent", "SDS steps/s",
+         "s per step", "peak memory GB"],
+        [[sd["machine"], sd["device"], sd["dtype"],
+          f"{sd['render']}x{sd['render']} -> {sd['render_size']} -> {sd['latent']}",
+          f"{sd['steps_per_second']:.3f}", f"{sd['seconds_per_step']:.2f}",
+          f"{sd['peak_memory_gb']:.2f} ({sd['memory_kind']})"]])
+    return main + "\n\nStable-Diffusion-sized SDS step (random weights):\n\n" + sd_table
+
+
+def run_speed_bench(cfg: DictConfig, device_name: str, points: int, repeats: int,
+                    toy_steps: int, toy_run: bool, sd_steps: int, results: str,
+                    command: str) -> list[dict]:
+    device = select_device(device_name)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    build_prior(OmegaConf.merge(cfg, {"device": "cpu"}))   # toy references cached once, for all
+    rows = []
+    for backend in backends_for(device):
+        ok, why = _available(backend, device)
+        if not ok:
+            print(f"skipping {backend}: {why}", flush=True)
+            continue
+        print(f"measuring {backend} ...", flush=True)
+        row = _in_fresh_process(measure_backend, config, backend, device_name, points, repeats,
+                                toy_steps, toy_run)
+        rows.append({"machine": machine(), "device": device.type, **row})
+    sd = None
+    if sd_steps:
+        print("measuring the SD-sized SDS step ...", flush=True)
+        sd = _in_fresh_process(measure_sd_step, device_name, sd_steps)
+    table = _tables(rows, sd)
+    text = (f"# Speed\n\nCommand: `{command}`\n\n"
+            f"Hash grid: 16 levels x 2 features x 2^19 rows, base 16, on {points} uniform random "
+            "points in the unit cube; forward+backward is the table gradient from a random output "
+            f"gradient. Renders: {RENDER}x{RENDER} rays of the config's starting field after one "
+            "occupancy update; 'train' renders lambertian with normals and runs the backward. "
+            f"Toy SDS steps/s: {toy_steps} steps of the training loop after a warm-up step. The toy "
+            f"run is `dreamfusion run \"{PROMPT}\"` with the config, wall clock, export and "
+            "evaluation included. Each backend runs in its own process; peak memory is that "
+            "process's peak resident set (CPU) or peak allocated GPU memory (CUDA). Best of "
+            f"{repeats} after a warm-up for the grid and renders; ratios are to the torch row of "
+            f"the same run.\n\n{table}\n")
+    suffix = device.type
+    write_text(Path(results) / f"speed_{suffix}.md", text)
+    write_json(Path(results) / f"speed_{suffix}.json",
+               {"command": command, "machine": machine(), "grid": GRID, "points": points,
+                "config": config, "rows": rows, "sd_step": sd})
     print(table)
     return rows

@@ -12,7 +12,7 @@ class HashGridConfig:
     table_size_log2: int = 19
     base_resolution: int = 16
     growth: float = 1.447269237440378     # 16 levels from 16 to 2048
-    backend: str = "auto"                 # auto (cpp when it builds) | cpp | torch
+    backend: str = "auto"      # auto (tcnn on CUDA, cpp on CPU, where available) | tcnn | cpp | torch
 
 
 @dataclass
@@ -34,6 +34,7 @@ class MarcherConfig:
     ema_decay: float = 0.95
     threshold: float = 0.01               # opacity over one step
     early_stop_eps: float = 1e-4
+    backend: str = "auto"                 # auto (nerfacc on CUDA where it imports) | nerfacc | torch
 
 
 @dataclass

@@ -9,6 +9,7 @@ from ..errors import UserError
 from ..guidance.schedules import SCHEDULES
 from ..guidance.sds import WEIGHTINGS
 from ..nerf.hashgrid import BACKENDS
+from ..nerf.marcher import MARCHERS
 
 PRIORS = ("toy", "stable_diffusion", "deepfloyd_if")
 
@@ -53,6 +54,8 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg.nerf.grid.growth >= 1.0, "nerf.grid.growth", f"must be >= 1, got {cfg.nerf.grid.growth}")
     _check(cfg.nerf.grid.backend in BACKENDS, "nerf.grid.backend",
            f"must be one of {', '.join(BACKENDS)}, got {cfg.nerf.grid.backend!r}")
+    _check(cfg.marcher.backend in MARCHERS, "marcher.backend",
+           f"must be one of {', '.join(MARCHERS)}, got {cfg.marcher.backend!r}")
     _check(0.0 < cfg.marcher.ema_decay <= 1.0, "marcher.ema_decay", "must be in (0, 1]")
     _check(cfg.marcher.threshold >= 0.0, "marcher.threshold", "must be >= 0")
     _range_pair(cfg, "camera.elevation", -90.0, 90.0)

@@ -81,16 +81,18 @@ def level_layouts(n_levels: int, table_size_log2: int, base_resolution: int,
     return layouts
 
 
-BACKENDS = ("auto", "torch", "cpp")
+BACKENDS = ("auto", "torch", "cpp", "tcnn")
 
 
 class HashGridEncoding(nn.Module):
     """Encode points in ``[0, 1]^3`` as ``n_levels * features`` trilinearly interpolated features.
 
-    ``backend``: ``torch`` (the reference), ``cpp`` (the compiled CPU kernel in
-    ``extensions/hashgrid``, same layout and numbers), or ``auto`` (``cpp`` when it builds).
-    The kernel serves CPU float32 calls that need no second derivative; the others, such as
-    normals taken inside the loss, run the reference.
+    ``backend``: ``torch`` (the reference, any device), ``cpp`` (the compiled CPU kernel in
+    ``extensions/hashgrid``), ``tcnn`` (tiny-cuda-nn on CUDA), or ``auto``: ``tcnn`` for CUDA
+    inputs where tinycudann imports, ``cpp`` for CPU inputs where the kernel builds, else the
+    reference. All share one parameter table and give the same numbers. The kernels serve
+    float32 calls that need no second derivative; the others, such as normals taken inside
+    the loss, run the reference.
     """
 
     def __init__(self, n_levels: int = 16, features: int = 2, table_size_log2: int = 19,
@@ -100,6 +102,7 @@ class HashGridEncoding(nn.Module):
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.backend = backend
+        self.config = (n_levels, features, table_size_log2, base_resolution, growth)
         self.layouts = level_layouts(n_levels, table_size_log2, base_resolution, growth)
         self.n_levels, self.features = n_levels, features
         total = self.layouts[-1].offset + self.layouts[-1].size
@@ -117,36 +120,59 @@ class HashGridEncoding(nn.Module):
         self.table_size = 1 << table_size_log2
         self.register_buffer("_primes", torch.tensor(_PRIMES).view(1, 1, 3, 1), persistent=False)
 
-    @property
-    def kernel_available(self) -> bool:
-        if self.backend == "torch":
-            return False
-        from .hashgrid_cpp import load_kernel
+    def kernel_for(self, device_type: str) -> str:
+        """The kernel that serves float32 calls without second derivatives on ``device_type``
+        (``cpp``, ``tcnn``), or ``torch`` where none is chosen or none is available."""
+        if device_type == "cpu" and self.backend in ("auto", "cpp"):
+            from .hashgrid_cpp import load_kernel
 
-        return load_kernel() is not None
+            return "cpp" if load_kernel() is not None else "torch"
+        if device_type == "cuda" and self.backend in ("auto", "tcnn"):
+            from .hashgrid_tcnn import load_tcnn
+
+            return "tcnn" if load_tcnn() is not None else "torch"
+        return "torch"
 
     @property
     def active_backend(self) -> str:
-        """``cpp`` or ``torch``: what serves CPU calls that need no second derivative."""
-        return "cpp" if self.kernel_available else "torch"
+        """What serves this encoding's calls on the device its parameters are on."""
+        return self.kernel_for(self.params.device.type)
 
     def describe_backend(self) -> str:
-        """Which implementation serves CPU calls, and why, for the run's log."""
+        """Which implementation serves calls on the parameters' device, and why, for the log."""
+        device = self.params.device.type
+        active = self.active_backend
+        if active == "cpp":
+            return f"cpp (compiled CPU kernel; backend={self.backend})"
+        if active == "tcnn":
+            return f"tcnn (tiny-cuda-nn; backend={self.backend})"
         if self.backend == "torch":
             return "torch (PyTorch reference)"
-        if self.active_backend == "cpp":
-            return f"cpp (compiled CPU kernel; backend={self.backend})"
-        from .hashgrid_cpp import unavailable_reason
+        wanted = {"cpu": "cpp", "cuda": "tcnn"}.get(device)
+        if self.backend not in ("auto", wanted):
+            return (f"torch (PyTorch reference): backend={self.backend} has no kernel for "
+                    f"{device}")
+        if wanted == "cpp":
+            from .hashgrid_cpp import unavailable_reason
 
-        return (f"torch (PyTorch reference): backend={self.backend} but the CPU kernel could not "
-                f"be built ({unavailable_reason()}); install a C++ compiler with OpenMP and ninja")
+            return (f"torch (PyTorch reference): backend={self.backend} but the CPU kernel could "
+                    f"not be built ({unavailable_reason()}); install a C++ compiler with OpenMP "
+                    "and ninja")
+        if wanted == "tcnn":
+            from .hashgrid_tcnn import unavailable_reason
+
+            return f"torch (PyTorch reference): backend={self.backend}; {unavailable_reason()}"
+        return "torch (PyTorch reference)"
+
+    def _kernel(self, x: torch.Tensor) -> str:
+        if self.backend == "torch" or x.dtype != torch.float32:
+            return "torch"
+        if torch.is_grad_enabled() and x.requires_grad:
+            return "torch"          # a graph through x may be differentiated twice
+        return self.kernel_for(x.device.type)
 
     def _use_kernel(self, x: torch.Tensor) -> bool:
-        if self.backend == "torch" or x.device.type != "cpu" or x.dtype != torch.float32:
-            return False
-        if torch.is_grad_enabled() and x.requires_grad:
-            return False            # a graph through x may be differentiated twice
-        return self.kernel_available
+        return self._kernel(x) != "torch"
 
     @property
     def output_dim(self) -> int:
@@ -183,10 +209,15 @@ class HashGridEncoding(nn.Module):
         ``f_l(x) = sum_c w_c(x) * table[index_l(cell(x) + c)]`` over the 8 corners ``c``,
         with ``w_c = prod_d (frac_d if c_d else 1 - frac_d)``.
         """
-        if self._use_kernel(x):
+        kernel = self._kernel(x)
+        if kernel == "cpp":
             from .hashgrid_cpp import CppHashGrid
 
             return CppHashGrid.apply(x, self.params, self)
+        if kernel == "tcnn":
+            from .hashgrid_tcnn import encoding_config, tcnn_encode
+
+            return tcnn_encode(x, self.params, encoding_config(*self.config), self.output_dim)
         n = x.shape[0]
         pos = x.unsqueeze(1) * self._scale.view(1, -1, 1) + 0.5            # (N, L, 3)
         cell = torch.floor(pos)

@@ -1,7 +1,13 @@
-"""Ray marching through an occupancy grid: packed samples in occupied cells only."""
+"""Ray marching through an occupancy grid: packed samples in occupied cells only.
+
+Two backends give the same samples from the same grid state: nerfacc's ``traverse_grids`` on
+CUDA (where nerfacc imports) and the PyTorch marcher below, which runs everywhere.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
 
 import torch
 
@@ -34,13 +40,39 @@ def ray_aabb(origins: torch.Tensor, dirs: torch.Tensor, bound: float
     return near, far
 
 
+MARCHERS = ("auto", "torch", "nerfacc")
+
+
+@lru_cache(maxsize=None)
+def load_nerfacc() -> Any | None:
+    """The ``nerfacc`` module where it imports with its CUDA kernels, else None."""
+    if not torch.cuda.is_available():
+        return None
+    try:
+        import nerfacc
+    except Exception:               # not installed, or built for another torch
+        return None
+    return nerfacc
+
+
+def marcher_for(backend: str, device: torch.device, grid: OccupancyGrid | None) -> str:
+    """``nerfacc`` for CUDA rays through a grid where nerfacc imports (and ``backend`` allows
+    it), else ``torch``."""
+    if backend == "torch" or grid is None or device.type != "cuda":
+        return "torch"
+    return "nerfacc" if load_nerfacc() is not None else "torch"
+
+
 def march_rays(origins: torch.Tensor, dirs: torch.Tensor, grid: OccupancyGrid | None,
-               bound: float, step_size: float) -> RaySamples:
+               bound: float, step_size: float, backend: str = "auto") -> RaySamples:
     """Samples every ``step_size`` from the box entry, kept only where the grid is occupied.
 
     Steps are aligned to each ray's entry point, as nerfacc's marcher does, so a dense
-    marcher (``grid=None``) and the occupancy marcher produce the same sample positions.
+    marcher (``grid=None``), the occupancy marcher and nerfacc produce the same sample
+    positions.
     """
+    if marcher_for(backend, origins.device, grid) == "nerfacc":
+        return _march_nerfacc(origins, dirs, grid, bound, step_size)
     near, far = ray_aabb(origins, dirs, bound)
     span = (far - near).clamp_min(0.0)
     n_steps = int(torch.ceil(span.max() / step_size).item()) if span.numel() else 0
@@ -53,3 +85,18 @@ def march_rays(origins: torch.Tensor, dirs: torch.Tensor, grid: OccupancyGrid | 
         valid &= grid.occupied(mid)
     ray_idx, step_idx = valid.nonzero(as_tuple=True)
     return RaySamples(ray_idx, starts[ray_idx, step_idx], ends[ray_idx, step_idx])
+
+
+def _march_nerfacc(origins: torch.Tensor, dirs: torch.Tensor, grid: OccupancyGrid, bound: float,
+                   step_size: float) -> RaySamples:
+    """nerfacc's traversal of our binary grid (same cell order: x major, then y, then z), with
+    our box entry and exit as its near and far planes so that both clip rays alike."""
+    nerfacc = load_nerfacc()
+    r = grid.resolution
+    near, far = ray_aabb(origins, dirs, bound)
+    aabb = torch.tensor([[-bound] * 3 + [bound] * 3], device=origins.device, dtype=origins.dtype)
+    intervals, samples, _ = nerfacc.traverse_grids(
+        origins.contiguous(), dirs.contiguous(), grid.binary.view(1, r, r, r), aabb,
+        near_planes=near, far_planes=far, step_size=step_size, cone_angle=0.0)
+    return RaySamples(samples.ray_indices.long(), intervals.vals[intervals.is_left],
+                      intervals.vals[intervals.is_right])

@@ -19,6 +19,7 @@ class RenderSettings:
     early_stop_eps: float = 1e-4
     ambient: float = 0.3
     diffuse: float = 0.7
+    marcher: str = "auto"
 
 
 @dataclass
@@ -54,7 +55,7 @@ def render(field: NeRFField, grid: OccupancyGrid | None, background: Background,
     b = len(cameras)
     origins, dirs = origins.reshape(-1, 3).to(device), dirs.reshape(-1, 3).to(device)
     n_rays = origins.shape[0]
-    samples = march_rays(origins, dirs, grid, field.bound, settings.step_size)
+    samples = march_rays(origins, dirs, grid, field.bound, settings.step_size, settings.marcher)
     samples = _cull_terminated(field, origins, dirs, samples, n_rays, settings.early_stop_eps)
     idx = samples.ray_indices
     sigmas, albedo, normals = field(samples.points(origins, dirs), with_normals=mode != "albedo")

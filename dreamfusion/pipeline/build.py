@@ -39,7 +39,7 @@ def build_scene(cfg: DictConfig, device: torch.device) -> Scene:
     grid = OccupancyGrid(cfg.nerf.bound, m.grid_resolution, m.step_size, m.threshold, m.ema_decay)
     background = Background(cfg.background.kind, tuple(cfg.background.color))
     settings = RenderSettings(m.step_size, m.early_stop_eps, cfg.shading.ambient,
-                              cfg.shading.diffuse)
+                              cfg.shading.diffuse, m.backend)
     return Scene(field.to(device), grid.to(device), background.to(device), settings)
 
 
