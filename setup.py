@@ -22,6 +22,8 @@ setup(
         "PyYAML>=6.0",
         "trimesh>=4.0",
         "PyMCubes>=0.1.4",
+        "xatlas>=0.0.9",
+        "fast-simplification>=0.1.7",
         "imageio>=2.31",
         "pillow>=10.0",
         "tqdm>=4.66",

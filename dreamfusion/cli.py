@@ -24,6 +24,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", default=DEFAULT_CONFIG,
                      help="a YAML file or the name of a bundled config (default: toy)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    export = sub.add_parser("export", help="write a finished run's meshes again")
+    export.add_argument("run_dir", help="the run folder (with config.yaml and checkpoint.pt)")
+    export.add_argument("--format", help="glb, obj or glb,obj (default: the run's)")
+    export.add_argument("--resolution", type=int, help="marching-cubes grid per axis")
+    export.add_argument("--threshold", help="auto or a density value")
+    export.add_argument("--texture-size", type=int, help="texture side in texels; 0: vertex colours")
+    export.add_argument("--decimate", type=int, help="at most this many faces; 0: all")
     bench = sub.add_parser("bench", help="benchmarks")
     bench_sub = bench.add_subparsers(dest="bench", required=True, parser_class=_Parser)
     toy = bench_sub.add_parser("toy", help="toy-world runs scored against their ground truth")
@@ -73,6 +80,22 @@ def _run(args: argparse.Namespace) -> int:
         print(f"toy ground truth: silhouette IoU {m['silhouette_iou']:.3f} over 8 azimuths "
               f"(side views {m['side_iou']:.3f}; {m['best_yaw_iou']:.3f} after the best yaw, "
               f"{m['best_yaw']:+.0f} deg)")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .pipeline.reexport import export_run
+
+    if args.overrides:
+        raise UserError(f"export takes flags, not overrides: {' '.join(args.overrides)}")
+    flags = {"formats": f"[{args.format}]" if args.format else None,
+             "resolution": args.resolution, "threshold": args.threshold,
+             "texture_size": args.texture_size, "decimate": args.decimate}
+    overrides = [f"export.{k}={v}" for k, v in flags.items() if v is not None]
+    written = export_run(Path(args.run_dir), overrides)
+    print(f"wrote {', '.join(str(p) for p in written)}")
     return 0
 
 
@@ -126,7 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if unknown:
             raise UserError(f"unrecognized arguments: {' '.join(unknown)}")
         args.overrides = [*getattr(args, "overrides", []), *extra]
-        return _run(args) if args.command == "run" else _bench(args)
+        commands = {"run": _run, "export": _export, "bench": _bench}
+        return commands[args.command](args)
     except UserError as exc:
         print(f"dreamfusion: error: {exc}", file=sys.stderr)
         return 2

@@ -19,7 +19,7 @@ FAST = [  # a run small enough for the unit tests (seconds, not minutes)
     "steps=6", "height=16", "width=16", "nerf.grid.n_levels=4", "nerf.grid.table_size_log2=12",
     "nerf.hidden=16", "marcher.grid_resolution=16", "marcher.warmup_steps=2",
     "marcher.update_every=2", "guidance.references=16", "guidance.uncond_per_caption=1",
-    "export.resolution=32", "output.val_every=3", "output.val_size=16",
+    "export.resolution=32", "export.texture_size=64", "output.val_every=3", "output.val_size=16",
     "output.turntable_frames=3", "output.turntable_size=16",
 ]
 

@@ -22,3 +22,18 @@ class SphereField(nn.Module):
     def forward(self, x, with_normals=False):
         normals = x / x.norm(dim=-1, keepdim=True).clamp_min(1e-9) if with_normals else None
         return self.density(x), self.albedo(x), normals
+
+
+class BoxField(SphereField):
+    """A box with half-extents ``half`` centred at ``centre``: no symmetry between the axes,
+    so a file written in the wrong frame shows up in its bounding box."""
+
+    def __init__(self, half=(0.2, 0.35, 0.5), centre=(0.0, 0.0, 0.1), sigma: float = 100.0,
+                 sharpness: float = 40.0) -> None:
+        super().__init__(sigma=sigma, sharpness=sharpness)
+        self.register_buffer("half_size", torch.tensor(half))
+        self.register_buffer("centre", torch.tensor(centre))
+
+    def density(self, x):
+        inside = (self.half_size - (x - self.centre).abs()).amin(dim=-1)   # > 0 inside the box
+        return self.sigma * torch.sigmoid(inside * self.sharpness)

@@ -87,6 +87,18 @@ def test_end_to_end_run_writes_meshes(fast_overrides, tmp_path, capsys):
     assert not list(run_dir.rglob("*.tmp*"))                  # atomic writes left no temp files
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["hashgrid_backend"] in ("cpp", "torch")     # auto says what it chose
+    for name in ("model.mtl", "texture.png"):                  # textured by default
+        assert (run_dir / name).is_file(), name
+    assert "map_Kd texture.png" in (run_dir / "model.mtl").read_text()
+
+    # dreamfusion export: the same run, re-exported with other settings
+    before = (run_dir / "model.obj").read_bytes()
+    assert main(["export", str(run_dir), "--format", "obj", "--texture-size", "0"]) == 0
+    obj = (run_dir / "model.obj").read_text()
+    assert obj.encode() != before and "mtllib" not in obj       # vertex colours this time
+    assert main(["export", str(run_dir), "--format", "fbx"]) == 2
+    assert main(["export", str(tmp_path / "nowhere")]) == 2
+    assert "not a finished run folder" in capsys.readouterr().err
 
 
 def test_a_run_says_which_hash_grid_backend_it_uses(fast_overrides, capsys):

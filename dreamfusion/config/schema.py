@@ -129,8 +129,11 @@ class OptimConfig:
 class ExportConfig:
     enabled: bool = True
     resolution: int = 128
-    threshold: str = "auto"               # auto or a density value
+    threshold: str = "auto"               # auto (sigma = ln 2 / step_size) or a density value
     formats: List[str] = field(default_factory=lambda: ["glb", "obj"])
+    texture_size: int = 1024              # baked albedo texture; 0 writes vertex colours
+    decimate: int = 20000                 # at most this many faces (0: all); xatlas slows on more
+    keep_fraction: float = 0.05           # drop pieces under this share of the largest's faces
 
 
 @dataclass

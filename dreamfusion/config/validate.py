@@ -88,6 +88,11 @@ def validate(cfg: DictConfig) -> None:
     _check(len(cfg.prompt.views) > 0, "prompt.views", "needs at least one view rule")
     _check(cfg.export.threshold == "auto" or _is_float(cfg.export.threshold), "export.threshold",
            f"must be auto or a number, got {cfg.export.threshold!r}")
+    _check(cfg.export.texture_size == 0 or 16 <= cfg.export.texture_size <= 8192,
+           "export.texture_size", "must be 0 (vertex colours) or 16..8192")
+    _check(cfg.export.decimate == 0 or cfg.export.decimate >= 4, "export.decimate",
+           "must be 0 (off) or at least 4 faces")
+    _check(0.0 <= cfg.export.keep_fraction <= 1.0, "export.keep_fraction", "must be in [0, 1]")
     bad = [f for f in cfg.export.formats if f not in ("glb", "obj")]
     _check(not bad, "export.formats", f"unknown format {bad[0]!r} (glb, obj)" if bad else "")
     _check(cfg.device in ("cpu", "cuda", "auto"), "device", f"must be cpu, cuda or auto, got {cfg.device!r}")

@@ -17,6 +17,51 @@ class Mesh:
     vertices: np.ndarray   # (V, 3) world coordinates, Z up
     faces: np.ndarray      # (F, 3) int
     colors: np.ndarray     # (V, 3) albedo in [0, 1] (sRGB)
+    uvs: np.ndarray | None = None        # (V, 2) in [0, 1], v up, once unwrapped
+    texture: np.ndarray | None = None    # (H, W, 3) uint8 sRGB albedo, row 0 at v = 1
+
+
+def vertex_normals(mesh: Mesh) -> np.ndarray:
+    """Smooth unit normals: the area-weighted mean of the adjacent faces' normals."""
+    a, b, c = (mesh.vertices[mesh.faces[:, i]] for i in range(3))
+    face_normals = np.cross(b - a, c - a)                  # length = twice the area
+    normals = np.zeros_like(mesh.vertices)
+    for i in range(3):
+        np.add.at(normals, mesh.faces[:, i], face_normals)
+    length = np.linalg.norm(normals, axis=1, keepdims=True)
+    return (normals / np.maximum(length, 1e-12)).astype(np.float32)
+
+
+def keep_large_components(mesh: Mesh, fraction: float) -> Mesh:
+    """Drop connected pieces with fewer faces than ``fraction`` of the largest one: floaters
+    left by stray density, which a user would otherwise delete by hand."""
+    import trimesh
+
+    labels = trimesh.graph.connected_component_labels(
+        trimesh.Trimesh(mesh.vertices, mesh.faces, process=False).face_adjacency,
+        node_count=len(mesh.faces))
+    sizes = np.bincount(labels)
+    keep_face = sizes[labels] >= fraction * sizes.max()
+    return _subset(mesh, mesh.faces[keep_face])
+
+
+def decimate(mesh: Mesh, faces: int) -> Mesh:
+    """At most ``faces`` faces, by quadric edge collapse (fast-simplification); colours follow
+    the nearest original vertex."""
+    import fast_simplification
+    from scipy.spatial import cKDTree
+
+    if len(mesh.faces) <= faces:
+        return mesh
+    points, new_faces = fast_simplification.simplify(
+        mesh.vertices, mesh.faces, target_reduction=1.0 - faces / len(mesh.faces))
+    _, nearest = cKDTree(mesh.vertices).query(points)
+    return Mesh(points.astype(np.float32), new_faces.astype(np.int64), mesh.colors[nearest])
+
+
+def _subset(mesh: Mesh, faces: np.ndarray) -> Mesh:
+    used, inverse = np.unique(faces, return_inverse=True)
+    return Mesh(mesh.vertices[used], inverse.reshape(-1, 3).astype(np.int64), mesh.colors[used])
 
 
 def auto_threshold(step_size: float) -> float:
@@ -65,3 +110,20 @@ def _outward(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     a, b, c = (vertices[faces[:, i]] for i in range(3))
     signed_volume = np.einsum("ij,ij->i", a, np.cross(b, c)).sum() / 6.0
     return faces if signed_volume >= 0 else faces[:, ::-1].copy()
+
+
+def chamfer_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Symmetric Chamfer distance between point sets: the mean of the mean nearest-neighbour
+    distances from ``a`` to ``b`` and from ``b`` to ``a`` (in world units)."""
+    from scipy.spatial import cKDTree
+
+    return 0.5 * float(cKDTree(b).query(a)[0].mean() + cKDTree(a).query(b)[0].mean())
+
+
+def surface_samples(mesh: Mesh, count: int, seed: int = 0) -> np.ndarray:
+    """``count`` points uniformly distributed over the mesh's area."""
+    import trimesh
+
+    tm = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
+    points, _ = trimesh.sample.sample_surface(tm, count, seed=seed)
+    return np.asarray(points)

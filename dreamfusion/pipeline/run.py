@@ -15,8 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from ..errors import UserError
-from ..export.mesh import auto_threshold, extract_mesh
-from ..export.writers import write_meshes
+from ..export.pipeline import export_field, export_settings
 from ..guidance.toy.prior import ToyWorldPrior
 from ..utils.atomic import write_text
 from .artifacts import (save_checkpoint, validation_strip, write_json, write_png,
@@ -162,12 +161,10 @@ def run(prompt: str, cfg: DictConfig, run_dir: Path | None = None, quiet: bool =
     write_turntable(scene, run_dir / "turntable.gif", o.turntable_frames, o.turntable_size,
                     o.turntable_elevation, distance, fov)
     files = ["config.yaml", "metrics.jsonl", "val/", "checkpoint.pt", "turntable.gif"]
-    threshold = (auto_threshold(cfg.marcher.step_size) if cfg.export.threshold == "auto"
-                 else float(cfg.export.threshold))
+    settings = export_settings(cfg)
+    threshold = settings.threshold
     if cfg.export.enabled:
-        mesh = extract_mesh(scene.field, cfg.export.resolution, threshold)
-        written = write_meshes(mesh, run_dir, list(cfg.export.formats))
-        files += [p.name for p in written]
+        files += [p.name for p in export_field(scene.field, settings, run_dir)]
     metrics: dict = {"train_seconds": round(train_seconds, 1), "steps": trainer.step,
                      "hashgrid_backend": scene.field.encoding.active_backend}
     if isinstance(prior, ToyWorldPrior):
