@@ -9,8 +9,9 @@ def test_bench_toy_writes_tables_and_resumes(fast_overrides, tmp_path, capsys):
     assert main(args) == 0
     table = (tmp_path / "res" / "toy.md").read_text()
     data = json.loads((tmp_path / "res" / "toy.json").read_text())
-    assert "| a green cylinder | 0 |" in table and "bar" in table
+    assert "| a green cylinder | 0 |" in table and "bar" in table and "Chamfer" in table
     row = data["rows"][0]
+    assert 0.0 < row["chamfer"] < row["true_size"] and row["chamfer_best_yaw"] <= row["chamfer"]
     assert 0.0 <= row["silhouette_iou"] <= 1.0 and data["config"]["steps"] == 6
     ckpt = tmp_path / "runs" / "a-green-cylinder-seed0" / "checkpoint.pt"
     stamp = ckpt.stat().st_mtime_ns

@@ -42,3 +42,27 @@ def test_truth_scores_one_and_a_turned_cube_is_found_by_the_yaw_search():
     assert turned.best_yaw_iou > 0.97
     assert abs((turned.best_yaw - 27.0 + 45.0) % 90.0 - 45.0) < 1e-6   # cube: modulo 90 deg
     assert len(turned.per_view) == 8 and turned.azimuths[:3] == [0.0, 45.0, 90.0]
+
+
+def test_surface_scores_measure_distance_to_the_true_surface_and_undo_yaw():
+    import mcubes
+    import numpy as np
+
+    from dreamfusion.guidance.toy.world import SHAPES, Caption
+    from dreamfusion.pipeline.evaluate import surface_scores, true_surface_samples
+
+    caption = Caption("red", "cube")
+    points = true_surface_samples(caption, 2000)
+    sdf = SHAPES["cube"].parts[0].sdf
+    assert float(sdf(torch.as_tensor(points)).abs().max()) < 1e-5     # on the zero set
+    axis = torch.linspace(-1, 1, 96)
+    grid = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1)
+    vertices, faces = mcubes.marching_cubes(-sdf(grid.reshape(-1, 3)).reshape(96, 96, 96).numpy(), 0)
+    vertices = vertices / 95 * 2 - 1
+    exact = surface_scores(vertices, faces.astype(np.int64), caption, count=5000)
+    assert exact.chamfer < 0.01 * exact.size
+    c, s = np.cos(np.radians(45)), np.sin(np.radians(45))
+    turned = vertices @ np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]).T
+    scores = surface_scores(turned, faces.astype(np.int64), caption, count=5000)
+    assert scores.chamfer > 3 * exact.chamfer                          # a turned cube is off
+    assert scores.chamfer_best_yaw < 0.01 * scores.size                # until turned back

@@ -7,7 +7,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from ..nerf.field import NeRFField
-from .mesh import auto_threshold, decimate, extract_mesh, keep_large_components
+from .mesh import Mesh, auto_threshold, decimate, extract_mesh, keep_large_components
 from .texture import bake_albedo, unwrap
 from .writers import write_meshes
 
@@ -32,6 +32,11 @@ def export_settings(cfg: DictConfig) -> ExportSettings:
 
 def export_field(field: NeRFField, settings: ExportSettings, out_dir: Path) -> list[Path]:
     """Write the field's surface in every format asked for; returns the files written."""
+    return write_meshes(field_mesh(field, settings), out_dir, list(settings.formats))
+
+
+def field_mesh(field: NeRFField, settings: ExportSettings) -> Mesh:
+    """The mesh that ``export_field`` writes: surface, clean-up, decimation, UVs, texture."""
     mesh = extract_mesh(field, settings.resolution, settings.threshold)
     mesh = keep_large_components(mesh, settings.keep_fraction)
     if settings.decimate:
@@ -39,4 +44,4 @@ def export_field(field: NeRFField, settings: ExportSettings, out_dir: Path) -> l
     if settings.texture_size:
         mesh = unwrap(mesh)
         mesh.texture = bake_albedo(field, mesh, settings.texture_size)
-    return write_meshes(mesh, out_dir, list(settings.formats))
+    return mesh

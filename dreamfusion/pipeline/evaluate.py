@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
+import numpy as np
 import torch
 from omegaconf import DictConfig
 
@@ -106,3 +108,69 @@ def janus_score(scene: Scene, caption: Caption, density_threshold: float,
     n_solid = int(solid.sum())
     back = int((solid & (pts[:, 0] < 0)).sum())
     return JanusScore(back / n_solid if n_solid else 0.0, n_solid / max(int(truth.sum()), 1))
+
+
+@dataclass
+class SurfaceScores:
+    chamfer: float             # symmetric Chamfer distance to the true surface, world units
+    chamfer_best_yaw: float    # the same after the best rotation about Z (see silhouette_iou)
+    size: float                # the true surface's bounding-box diagonal, for scale
+
+
+def true_surface_samples(caption: Caption, count: int, bound: float = 1.0,
+                         resolution: int = 96, seed: int = 0) -> np.ndarray:
+    """Points on the toy shape's surface (the zero set of the union of its parts' SDFs):
+    marching cubes on the SDF, samples spread by area, then projected onto the zero set by
+    three Newton steps along the SDF's gradient."""
+    import mcubes
+
+    from ..export.mesh import Mesh, surface_samples
+
+    parts = SHAPES[caption.shape].parts
+    sdf = lambda p: torch.stack([part.sdf(p) for part in parts], dim=-1).amin(-1)  # noqa: E731
+    axis = torch.linspace(-bound, bound, resolution)
+    grid = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1).reshape(-1, 3)
+    values = torch.cat([sdf(c) for c in grid.split(1 << 18)]).reshape((resolution,) * 3)
+    vertices, faces = mcubes.marching_cubes(-values.numpy(), 0.0)
+    vertices = vertices / (resolution - 1) * 2.0 * bound - bound
+    colors = np.zeros_like(vertices)
+    points = torch.as_tensor(surface_samples(Mesh(vertices, faces.astype(np.int64), colors),
+                                             count, seed), dtype=torch.float32)
+    for _ in range(3):
+        p = points.clone().requires_grad_(True)
+        d = sdf(p)
+        (g,) = torch.autograd.grad(d.sum(), p)
+        points = (p - (d / g.pow(2).sum(-1).clamp_min(1e-12)).unsqueeze(-1) * g).detach()
+    return points.numpy()
+
+
+def surface_scores(mesh_vertices: np.ndarray, mesh_faces: np.ndarray, caption: Caption,
+                   count: int = 20000, yaw_step: float = 9.0) -> SurfaceScores:
+    """How far the exported mesh is from the toy object's true surface."""
+    from scipy.spatial import cKDTree
+
+    from ..export.mesh import Mesh, surface_samples
+
+    ours = surface_samples(Mesh(mesh_vertices, mesh_faces, np.zeros_like(mesh_vertices)), count)
+    truth = _true_samples(caption.shape, count)
+    ours_tree, truth_tree = cKDTree(ours), cKDTree(truth)
+
+    def chamfer_at(yaw: float, queries: int = count) -> float:
+        # turning ours by yaw = turning the truth by -yaw: both trees are built once
+        c, s = np.cos(np.radians(yaw)), np.sin(np.radians(yaw))
+        turn = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+        return 0.5 * float(truth_tree.query(ours[:queries] @ turn.T)[0].mean()
+                           + ours_tree.query(truth[:queries] @ turn)[0].mean())
+
+    plain = chamfer_at(0.0)
+    # a coarse search on a tenth of the samples, then the full measure at its three best yaws
+    yaws = np.arange(yaw_step, 360.0, yaw_step)
+    coarse = sorted(yaws, key=lambda y: chamfer_at(y, count // 10))[:3]
+    best = min([plain] + [chamfer_at(y) for y in coarse])
+    size = float(np.linalg.norm(truth.max(axis=0) - truth.min(axis=0)))
+    return SurfaceScores(plain, best, size)
+
+
+@lru_cache(maxsize=8)
+def _true_samples(shape: str, count: int) -> np.ndarray:
+    return true_surface_samples(Caption("white", shape), count)

@@ -15,13 +15,14 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from ..errors import UserError
-from ..export.pipeline import export_field, export_settings
+from ..export.pipeline import export_settings, field_mesh
+from ..export.writers import write_meshes
 from ..guidance.toy.prior import ToyWorldPrior
 from ..utils.atomic import write_text
 from .artifacts import (save_checkpoint, validation_strip, write_json, write_png,
                         write_turntable)
 from .build import build_prior, build_scene, resolve_prior_model
-from .evaluate import janus_score, silhouette_iou
+from .evaluate import janus_score, silhouette_iou, surface_scores
 from .train import StepStats, Trainer
 
 MAX_PROMPT = 500
@@ -163,8 +164,10 @@ def run(prompt: str, cfg: DictConfig, run_dir: Path | None = None, quiet: bool =
     files = ["config.yaml", "metrics.jsonl", "val/", "checkpoint.pt", "turntable.gif"]
     settings = export_settings(cfg)
     threshold = settings.threshold
+    mesh = None
     if cfg.export.enabled:
-        files += [p.name for p in export_field(scene.field, settings, run_dir)]
+        mesh = field_mesh(scene.field, settings)
+        files += [p.name for p in write_meshes(mesh, run_dir, list(settings.formats))]
     metrics: dict = {"train_seconds": round(train_seconds, 1), "steps": trainer.step,
                      "hashgrid_backend": scene.field.encoding.active_backend}
     if isinstance(prior, ToyWorldPrior):
@@ -172,6 +175,11 @@ def run(prompt: str, cfg: DictConfig, run_dir: Path | None = None, quiet: bool =
         metrics.update(silhouette_iou=round(scores.iou, 4), side_iou=round(scores.side_iou, 4),
                        best_yaw_iou=round(scores.best_yaw_iou, 4), best_yaw=scores.best_yaw,
                        iou_per_view=[round(s, 4) for s in scores.per_view])
+        if mesh is not None:
+            surface = surface_scores(mesh.vertices, mesh.faces, prior.parse(prompt))
+            metrics.update(chamfer=round(surface.chamfer, 4),
+                           chamfer_best_yaw=round(surface.chamfer_best_yaw, 4),
+                           true_size=round(surface.size, 4))
         janus = janus_score(scene, prior.parse(prompt), threshold)
         if janus is not None:
             metrics.update(janus=round(janus.janus, 4),
