@@ -3,7 +3,6 @@ model (SD 2.1-base's UNet and VAE, from their configs, with random weights: no d
 from __future__ import annotations
 
 import json
-import resource
 import time
 from importlib import resources
 from pathlib import Path
@@ -16,6 +15,7 @@ from ..guidance.sds import Condition, sds_loss
 from ..pipeline.artifacts import write_json
 from ..pipeline.run import select_device
 from ..utils.atomic import write_text
+from .measure import peak_memory_gb, synchronize
 from .tables import markdown_table
 from .toy import machine
 
@@ -40,13 +40,6 @@ def random_sd21_base(device: torch.device, render_size: int, half: bool) -> Stab
     return StableDiffusionPrior(settings, unet, scheduler, vae)
 
 
-def _peak_memory_gb(device: torch.device) -> tuple[float, str]:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2 ** 30, "peak GPU memory allocated"
-    # ru_maxrss is in KiB on Linux: the whole process, weights included
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, "peak process RSS"
-
-
 def time_sds_step(device: torch.device, steps: int, render: int, render_size: int,
                   guidance_scale: float) -> dict:
     """Mean time of ``steps`` SDS steps (after a warm-up) through a random SD 2.1-base."""
@@ -68,16 +61,14 @@ def time_sds_step(device: torch.device, steps: int, render: int, render_size: in
         image.grad = None
 
     step()                                   # warm-up: allocator, kernels, lazy init
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    synchronize(device)
     times = []
     for _ in range(steps):
         start = time.perf_counter()
         step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        synchronize(device)
         times.append(time.perf_counter() - start)
-    memory, memory_kind = _peak_memory_gb(device)
+    memory, memory_kind = peak_memory_gb(device)
     mean = sum(times) / len(times)
     return {"machine": machine(), "device": str(device) if device.type == "cpu"
             else torch.cuda.get_device_name(device), "dtype": str(prior.dtype).replace("torch.", ""),

@@ -10,7 +10,6 @@ Stable-Diffusion-sized UNet and VAE with random weights, which no hash-grid back
 from __future__ import annotations
 
 import multiprocessing
-import resource
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -28,6 +27,7 @@ from ..pipeline.build import build_prior, build_scene
 from ..pipeline.run import run, select_device
 from ..pipeline.train import Trainer
 from ..utils.atomic import write_text
+from .measure import peak_memory_gb, synchronize
 from .tables import markdown_table
 from .toy import machine
 
@@ -36,19 +36,14 @@ RENDER = 64                                     # DreamFusion's render size
 PROMPT = "a red cube"
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _best(fn, device: torch.device, repeats: int) -> float:
     """The fastest of ``repeats`` timed calls after one warm-up, in seconds."""
     best = float("inf")
     for i in range(repeats + 1):
-        _sync(device)
+        synchronize(device)
         start = time.perf_counter()
         fn()
-        _sync(device)
+        synchronize(device)
         if i:
             best = min(best, time.perf_counter() - start)
     return best
@@ -110,18 +105,12 @@ def toy_step_rate(cfg: DictConfig, device: torch.device, steps: int) -> float:
     trainer = Trainer(cfg, build_scene(cfg, device), build_prior(cfg, device), PROMPT)
     trainer.encode_prompts()
     trainer.train_step()
-    _sync(device)
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(steps):
         trainer.train_step()
-    _sync(device)
+    synchronize(device)
     return steps / (time.perf_counter() - start)
-
-
-def _peak_memory_gb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2 ** 30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20   # KiB on Linux
 
 
 def measure_backend(config: dict, backend: str, device_name: str, points: int, repeats: int,
@@ -139,7 +128,7 @@ def measure_backend(config: dict, backend: str, device_name: str, points: int, r
             result = run(PROMPT, cfg, run_dir=Path(tmp) / "run", quiet=True)
         row["toy_run_seconds"] = result.seconds
         row["toy_run_iou"] = result.metrics.get("silhouette_iou")
-    row["peak_memory_gb"] = _peak_memory_gb(device)
+    row["peak_memory_gb"] = peak_memory_gb(device)[0]
     return row
 
 

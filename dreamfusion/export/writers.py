@@ -12,14 +12,13 @@ carry vertex colours (linear in the GLB, as glTF requires; sRGB in the OBJ).
 """
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 import trimesh
 from PIL import Image
 
-from ..utils.atomic import atomic_path
+from ..utils.atomic import atomic_path, write_png, write_text
 from .mesh import Mesh, vertex_normals
 
 TEXTURE_NAME = "texture.png"
@@ -36,12 +35,6 @@ def srgb_to_linear(c: np.ndarray) -> np.ndarray:
 def _rgba8(colors: np.ndarray) -> np.ndarray:
     rgba = np.concatenate([colors, np.ones((len(colors), 1))], axis=1)
     return (np.clip(rgba, 0, 1) * 255).round().astype(np.uint8)
-
-
-def _png_bytes(image: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def write_glb(mesh: Mesh, path: Path) -> list[Path]:
@@ -88,14 +81,11 @@ def write_obj(mesh: Mesh, path: Path) -> list[Path]:
     if mesh.texture is not None:
         mtl = path.with_suffix(".mtl").name
         texture = path.parent / TEXTURE_NAME
-        with atomic_path(texture) as tmp:
-            tmp.write_bytes(_png_bytes(mesh.texture))
-        with atomic_path(path.parent / mtl) as tmp:
-            tmp.write_text("newmtl albedo\nKa 0 0 0\nKd 1 1 1\nKs 0 0 0\nNs 0\nd 1\nillum 1\n"
-                           f"map_Kd {TEXTURE_NAME}\n", encoding="utf-8")
+        write_png(texture, mesh.texture)
+        write_text(path.parent / mtl, "newmtl albedo\nKa 0 0 0\nKd 1 1 1\nKs 0 0 0\nNs 0\nd 1\n"
+                   f"illum 1\nmap_Kd {TEXTURE_NAME}\n")
         written += [texture, path.parent / mtl]
-    with atomic_path(path) as tmp:
-        tmp.write_text(_obj_text(mesh, mtl), encoding="utf-8")
+    write_text(path, _obj_text(mesh, mtl))
     return [path] + written
 
 

@@ -18,11 +18,6 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return (images.detach().clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
 
 
-def write_png(path: Path, image: np.ndarray) -> None:
-    with atomic_path(path) as tmp:
-        iio.imwrite(tmp, image, extension=".png")
-
-
 @torch.no_grad()
 def render_views(scene: Scene, cameras: Cameras, size: int, mode: str) -> torch.Tensor:
     """Images (B, size, size, 3), lit from each camera for the shaded modes."""

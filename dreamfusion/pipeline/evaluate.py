@@ -104,7 +104,7 @@ def janus_score(scene: Scene, caption: Caption, density_threshold: float,
     device = next(scene.field.parameters()).device
     density = torch.cat([scene.field.density(c.to(device)).cpu() for c in pts.split(65536)])
     solid = density > density_threshold
-    truth = torch.stack([p.sdf(pts) for p in shape.parts], dim=-1).amin(-1) < 0
+    truth = shape.sdf(pts) < 0
     n_solid = int(solid.sum())
     back = int((solid & (pts[:, 0] < 0)).sum())
     return JanusScore(back / n_solid if n_solid else 0.0, n_solid / max(int(truth.sum()), 1))
@@ -126,8 +126,7 @@ def true_surface_samples(caption: Caption, count: int, bound: float = 1.0,
 
     from ..export.mesh import Mesh, surface_samples
 
-    parts = SHAPES[caption.shape].parts
-    sdf = lambda p: torch.stack([part.sdf(p) for part in parts], dim=-1).amin(-1)  # noqa: E731
+    sdf = SHAPES[caption.shape].sdf
     axis = torch.linspace(-bound, bound, resolution)
     grid = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1).reshape(-1, 3)
     values = torch.cat([sdf(c) for c in grid.split(1 << 18)]).reshape((resolution,) * 3)

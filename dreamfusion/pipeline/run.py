@@ -18,9 +18,8 @@ from ..errors import UserError
 from ..export.pipeline import export_settings, field_mesh
 from ..export.writers import write_meshes
 from ..guidance.toy.prior import ToyWorldPrior
-from ..utils.atomic import write_text
-from .artifacts import (save_checkpoint, validation_strip, write_json, write_png,
-                        write_turntable)
+from ..utils.atomic import write_png, write_text
+from .artifacts import save_checkpoint, validation_strip, write_json, write_turntable
 from .build import build_prior, build_scene, resolve_prior_model
 from .evaluate import janus_score, silhouette_iou, surface_scores
 from .train import StepStats, Trainer

@@ -210,6 +210,21 @@ struct Block {
     for (int c = 0; c < 8; ++c)
       __builtin_prefetch(table + static_cast<int64_t>(row[c][i]) * feats, Write, 3);
   }
+
+  // The points [start, min(n, start + kBlock)) at level l: their cells, then use(i) for each
+  // in turn while the table rows of the point kAhead places on are prefetched (for writing
+  // if Write).
+  template <int Write, typename Use>
+  void sweep(const float* xp, int64_t start, int64_t n, int l, const Levels& lv,
+             const float* table, int feats, Use use) {
+    load(xp, start, n);
+    cells(l, lv);
+    for (int i = 0; i < std::min(count, kAhead); ++i) prefetch<Write>(i, table, feats);
+    for (int i = 0; i < count; ++i) {
+      if (i + kAhead < count) prefetch<Write>(i + kAhead, table, feats);
+      use(i);
+    }
+  }
 };
 
 // Level-major over each thread's points: one level's rows (a few megabytes at most) stay in the
@@ -228,12 +243,7 @@ void forward_impl(const float* __restrict__ xp, const float* __restrict__ table,
     float* const stage = staged + begin * L * feats;
     for (int l = 0; l < L; ++l) {
       for (int64_t start = begin; start < end; start += kBlock) {
-        block->load(xp, start, end);
-        block->cells(l, lv);
-        const int count = block->count;
-        for (int i = 0; i < std::min(count, kAhead); ++i) block->prefetch<0>(i, table, feats);
-        for (int i = 0; i < count; ++i) {
-          if (i + kAhead < count) block->prefetch<0>(i + kAhead, table, feats);
+        block->sweep<0>(xp, start, end, l, lv, table, feats, [&](int i) {
           float acc[F > 0 ? F : kMaxFeatures] = {0.0f};
           for (int c = 0; c < 8; ++c) {
             const float* v = table + static_cast<int64_t>(block->row[c][i]) * feats;
@@ -242,7 +252,7 @@ void forward_impl(const float* __restrict__ xp, const float* __restrict__ table,
           }
           float* o = stage + (static_cast<int64_t>(l) * (end - begin) + start - begin + i) * feats;
           for (int f = 0; f < feats; ++f) o[f] = acc[f];
-        }
+        });
       }
     }
     // back to point-major, in tiles that stay in the cache
@@ -275,19 +285,14 @@ void backward_table_impl(const float* __restrict__ xp, const float* __restrict__
     for (int l = L - 1; l >= 0; --l) {      // the large levels first, for a balanced tail
       std::fill(gp + lv.offset[l] * feats, gp + (lv.offset[l] + lv.size[l]) * feats, 0.0f);
       for (int64_t start = 0; start < n; start += kBlock) {
-        block->load(xp, start, n);
-        block->cells(l, lv);
-        const int count = block->count;
-        for (int i = 0; i < std::min(count, kAhead); ++i) block->prefetch<1>(i, gp, feats);
-        for (int i = 0; i < count; ++i) {
-          if (i + kAhead < count) block->prefetch<1>(i + kAhead, gp, feats);
+        block->sweep<1>(xp, start, n, l, lv, gp, feats, [&](int i) {
           const float* g = go + (l * n + start + i) * feats;
           for (int c = 0; c < 8; ++c) {
             float* dst = gp + static_cast<int64_t>(block->row[c][i]) * feats;
             const float wc = block->w[c][i];
             for (int f = 0; f < feats; ++f) dst[f] += wc * g[f];
           }
-        }
+        });
       }
     }
   }

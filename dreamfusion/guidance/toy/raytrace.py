@@ -18,9 +18,7 @@ class TracedImages:
 
 
 def _scene_sdf(caption: Caption, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    dists = torch.stack([part.sdf(p) for part in SHAPES[caption.shape].parts], dim=-1)
-    d, part = dists.min(dim=-1)
-    return d, part
+    return SHAPES[caption.shape].nearest_part(p)
 
 
 def _normals(caption: Caption, p: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:

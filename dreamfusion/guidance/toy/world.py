@@ -87,6 +87,14 @@ class Shape:
     # the Janus score looks for it
     feature_min_z: float | None = None
 
+    def nearest_part(self, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The signed distance of the union of the parts at ``p`` (..., 3), and which part is
+        nearest."""
+        return torch.stack([part.sdf(p) for part in self.parts], dim=-1).min(dim=-1)
+
+    def sdf(self, p: torch.Tensor) -> torch.Tensor:
+        return self.nearest_part(p)[0]
+
 
 SHAPES: dict[str, Shape] = {
     "sphere": Shape((Part(sphere),)), "cube": Shape((Part(cube),)),
