@@ -37,6 +37,6 @@ setup(
         "ninja>=1.11",               # builds the optional CPU kernel on first use
     ],
     # tiny-cuda-nn has no wheel on PyPI: see the README for its one-line source install
-    extras_require={"test": ["pytest>=7.4"], "cuda": ["nerfacc>=0.5.3"]},
+    extras_require={"test": ["pytest>=7.4", "hypothesis>=6.100"], "cuda": ["nerfacc>=0.5.3"]},
     entry_points={"console_scripts": ["dreamfusion=dreamfusion.cli:main"]},
 )

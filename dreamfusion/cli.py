@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+from pathlib import Path
 from typing import Sequence
 
-from .config import DEFAULT_CONFIG, load_config
-from .errors import UserError
+from .config import DEFAULT_CONFIG, load_config, to_yaml
+from .errors import Interrupted, TrainingFailed, UserError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -18,14 +20,18 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="dreamfusion", description="Text-to-3D by score distillation.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = sub.add_parser("run", help="train a 3D object from a prompt and export it")
-    run.add_argument("prompt", help='what to make, e.g. "a red cube"')
+    run.add_argument("prompt", nargs="?", help='what to make, e.g. "a red cube"')
     run.add_argument("overrides", nargs="*", metavar="key.sub=value",
                      help="config overrides, e.g. steps=500 nerf.hidden=32")
-    run.add_argument("--config", default=DEFAULT_CONFIG,
+    run.add_argument("--config", default=None,
                      help="a YAML file or the name of a bundled config (default: toy)")
+    run.add_argument("--resume", metavar="RUN_DIR",
+                     help="continue a stopped run from its newest good checkpoint")
+    run.add_argument("--dry-run", action="store_true",
+                     help="check the prompt and config, print the resolved config, and exit")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     export = sub.add_parser("export", help="write a finished run's meshes again")
-    export.add_argument("run_dir", help="the run folder (with config.yaml and checkpoint.pt)")
+    export.add_argument("run_dir", help="a run folder (with config.yaml and checkpoints/)")
     export.add_argument("--format", help="glb, obj or glb,obj (default: the run's)")
     export.add_argument("--resolution", type=int, help="marching-cubes grid per axis")
     export.add_argument("--threshold", help="auto or a density value")
@@ -69,11 +75,34 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run(args: argparse.Namespace) -> int:
-    from .pipeline.run import run
+OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
 
-    cfg = load_config(args.config, args.overrides)
-    result = run(args.prompt, cfg, quiet=args.quiet)
+
+def _run(args: argparse.Namespace) -> int:
+    from .pipeline.inputs import check_prompt, prepare
+    from .pipeline.run import resume, run
+
+    if args.resume is not None:
+        if args.config is not None:
+            raise UserError("--resume takes the run's own config.yaml; give no --config")
+        if args.prompt is not None and OVERRIDE.match(args.prompt):
+            args.overrides.insert(0, args.prompt)       # "run --resume DIR steps=5"
+            args.prompt = None
+        if args.dry_run:
+            raise UserError("--dry-run checks a new run; it does not combine with --resume")
+        result = resume(Path(args.resume), args.overrides, args.prompt, args.quiet)
+    else:
+        if args.prompt is None:
+            raise UserError("the following arguments are required: prompt")
+        check_prompt(args.prompt)
+        cfg = load_config(args.config or DEFAULT_CONFIG, args.overrides)
+        if args.dry_run:
+            prepare(args.prompt, cfg, dry_run=True)
+            print(to_yaml(cfg), end="")
+            print(f"dreamfusion: the prompt and config are valid; the run would go under "
+                  f"{cfg.output.root}/", file=sys.stderr)
+            return 0
+        result = run(args.prompt, cfg, quiet=args.quiet)
     print(f"wrote {result.run_dir} in {result.seconds:.0f} s: {', '.join(result.files)}")
     if "silhouette_iou" in result.metrics:
         m = result.metrics
@@ -84,8 +113,6 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from .pipeline.reexport import export_run
 
     if args.overrides:
@@ -94,8 +121,8 @@ def _export(args: argparse.Namespace) -> int:
              "resolution": args.resolution, "threshold": args.threshold,
              "texture_size": args.texture_size, "decimate": args.decimate}
     overrides = [f"export.{k}={v}" for k, v in flags.items() if v is not None]
-    written = export_run(Path(args.run_dir), overrides)
-    print(f"wrote {', '.join(str(p) for p in written)}")
+    written, step = export_run(Path(args.run_dir), overrides)
+    print(f"wrote {', '.join(str(p) for p in written)} (step {step})")
     return 0
 
 
@@ -154,9 +181,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"dreamfusion: error: {exc}", file=sys.stderr)
         return 2
-    except FloatingPointError as exc:               # a diverged run is not the user's input
-        print(f"dreamfusion: training failed: {exc}", file=sys.stderr)
+    except TrainingFailed as exc:                   # a diverged run is not the user's input
+        print(f"dreamfusion: {exc}", file=sys.stderr)
         return 1
+    except Interrupted as exc:
+        print(f"dreamfusion: {exc}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("dreamfusion: interrupted", file=sys.stderr)
         return 130

@@ -13,7 +13,7 @@ def test_bench_toy_writes_tables_and_resumes(fast_overrides, tmp_path, capsys):
     row = data["rows"][0]
     assert 0.0 < row["chamfer"] < row["true_size"] and row["chamfer_best_yaw"] <= row["chamfer"]
     assert 0.0 <= row["silhouette_iou"] <= 1.0 and data["config"]["steps"] == 6
-    ckpt = tmp_path / "runs" / "a-green-cylinder-seed0" / "checkpoint.pt"
+    ckpt = tmp_path / "runs" / "a-green-cylinder-seed0" / "checkpoints" / "step_000006.pt"
     stamp = ckpt.stat().st_mtime_ns
     assert main(args) == 0                     # a finished run is not trained again
     assert ckpt.stat().st_mtime_ns == stamp

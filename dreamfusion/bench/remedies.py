@@ -13,7 +13,7 @@ from ..errors import UserError
 from ..guidance.toy.world import SHAPES
 from ..pipeline.artifacts import write_json
 from ..pipeline.build import build_prior
-from ..pipeline.run import prepare
+from ..pipeline.inputs import prepare
 from ..utils.atomic import write_text
 from .tables import markdown_table
 from .toy import machine, run_once
@@ -83,7 +83,7 @@ def run_remedies_bench(config: str, overrides: list[str], prompt: str, seeds: li
         cfgs[name] = load_config(config, [*overrides, *VARIANTS[name]])
         if cfgs[name].guidance.prior != "toy":
             raise UserError("bench remedies needs the toy prior: only it has a ground truth")
-        prepare(prompt, cfgs[name])
+        prepare(prompt, cfgs[name], root_check=False)
         if not SHAPES[build_prior(cfgs[name]).parse(prompt).shape].has_front:
             raise UserError(f"{prompt!r} has no front to turn into a Janus; try 'a yellow duck'")
     rows = []

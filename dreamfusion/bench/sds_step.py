@@ -13,7 +13,7 @@ from ..guidance.diffusion.prior import DiffusersSettings
 from ..guidance.diffusion.stable_diffusion import StableDiffusionPrior
 from ..guidance.sds import Condition, sds_loss
 from ..pipeline.artifacts import write_json
-from ..pipeline.run import select_device
+from ..pipeline.inputs import select_device
 from ..utils.atomic import write_text
 from .measure import peak_memory_gb, synchronize
 from .tables import markdown_table

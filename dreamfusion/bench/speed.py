@@ -24,7 +24,8 @@ from ..nerf.renderer import render
 from ..nerf.shading import sample_light_directions
 from ..pipeline.artifacts import write_json
 from ..pipeline.build import build_prior, build_scene
-from ..pipeline.run import run, select_device
+from ..pipeline.inputs import select_device
+from ..pipeline.run import run
 from ..pipeline.train import Trainer
 from ..utils.atomic import write_text
 from .measure import peak_memory_gb, synchronize

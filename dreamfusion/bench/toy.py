@@ -11,7 +11,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ..pipeline.artifacts import write_json
-from ..pipeline.run import RunResult, prepare, run, slugify
+from ..pipeline.inputs import prepare, slugify
+from ..pipeline.run import RunResult, latest_checkpoint, run
 from ..utils.atomic import write_text
 from .tables import markdown_table
 
@@ -44,7 +45,8 @@ def run_once(cfg: DictConfig, prompt: str, seed: int, run_dir: Path) -> dict:
     if summary.is_file():           # finished earlier: re-running the bench resumes
         return json.loads(summary.read_text())
     seeded = OmegaConf.merge(cfg, {"seed": seed})
-    result: RunResult = run(prompt, seeded, run_dir=run_dir, quiet=True)
+    loaded, _ = latest_checkpoint(run_dir)     # stopped earlier: continue where it stopped
+    result: RunResult = run(prompt, seeded, run_dir=run_dir, quiet=True, resume_from=loaded)
     return {"prompt": prompt, "seed": seed, **result.metrics}
 
 
@@ -80,7 +82,7 @@ def run_toy_bench(cfg: DictConfig, prompts: list[str] | None, seeds: list[int],
                   results: str, runs: str, command_args: list[str]) -> list[dict]:
     prompts = list(prompts or DEFAULT_PROMPTS)
     for prompt in prompts:          # every bad prompt is refused before the first run starts
-        prepare(prompt, cfg)
+        prepare(prompt, cfg, root_check=False)
     runs_dir, results_dir = Path(runs), Path(results)
     rows, total, started = [], len(prompts) * len(seeds), time.perf_counter()
     for prompt in prompts:

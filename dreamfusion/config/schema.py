@@ -148,6 +148,22 @@ class OutputConfig:
 
 
 @dataclass
+class CheckpointConfig:
+    every: int = 500                      # steps between checkpoints (also one at step 0)
+    keep: int = 2                         # the newest checkpoints kept on disk
+
+
+@dataclass
+class FaultConfig:
+    max_bad_steps: int = 3                # non-finite steps within `window` steps that
+    window: int = 50                      # trigger a rollback to the last checkpoint
+    lr_factor: float = 0.5                # learning-rate multiplier at each rollback
+    max_rollbacks: int = 3                # then the run stops, keeping its last checkpoint
+    # a testing aid: NaN gradients at these steps, the first time each is reached
+    inject_nan_at: List[int] = field(default_factory=list)
+
+
+@dataclass
 class RunConfig:
     seed: int = 0
     steps: int = 10000
@@ -165,3 +181,5 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    faults: FaultConfig = field(default_factory=FaultConfig)

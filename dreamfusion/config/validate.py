@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 
 from ..errors import UserError
 from ..guidance.schedules import SCHEDULES
@@ -41,6 +41,7 @@ def _range_pair(cfg: DictConfig, key: str, low: float, high: float) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Raise ``UserError`` for the first out-of-range value."""
+    _finite(cfg)
     _positive(cfg, "steps", "height", "width", "batch_size", "nerf.bound", "nerf.hidden",
               "nerf.layers", "nerf.grid.n_levels", "nerf.grid.features",
               "nerf.grid.base_resolution", "nerf.blob_radius", "marcher.step_size",
@@ -48,6 +49,9 @@ def validate(cfg: DictConfig) -> None:
               "export.resolution", "output.val_every", "output.val_size",
               "output.turntable_frames", "output.turntable_size", "output.log_every",
               "guidance.references", "guidance.uncond_per_caption", "guidance.guidance_scale")
+    _at_most(cfg, height=4096, width=4096, batch_size=256, **{
+        "nerf.grid.n_levels": 32, "nerf.grid.features": 16, "marcher.grid_resolution": 512,
+        "export.resolution": 1024, "guidance.render_size": 4096})
     _check(cfg.seed >= 0, "seed", f"must be >= 0, got {cfg.seed}")
     _check(10 <= cfg.nerf.grid.table_size_log2 <= 24, "nerf.grid.table_size_log2",
            f"must be in [10, 24], got {cfg.nerf.grid.table_size_log2}")
@@ -96,11 +100,51 @@ def validate(cfg: DictConfig) -> None:
     bad = [f for f in cfg.export.formats if f not in ("glb", "obj")]
     _check(not bad, "export.formats", f"unknown format {bad[0]!r} (glb, obj)" if bad else "")
     _check(cfg.device in ("cpu", "cuda", "auto"), "device", f"must be cpu, cuda or auto, got {cfg.device!r}")
+    _validate_resilience(cfg)
+
+
+def _validate_resilience(cfg: DictConfig) -> None:
+    _positive(cfg, "checkpoint.every", "checkpoint.keep", "faults.max_bad_steps", "faults.window")
+    f = cfg.faults
+    _check(f.max_bad_steps <= f.window, "faults.max_bad_steps",
+           f"must be <= faults.window ({f.window}), got {f.max_bad_steps}")
+    _check(0.0 < f.lr_factor < 1.0, "faults.lr_factor", f"must be in (0, 1), got {f.lr_factor}")
+    _check(f.max_rollbacks >= 0, "faults.max_rollbacks", f"must be >= 0, got {f.max_rollbacks}")
+    _check(all(s >= 1 for s in f.inject_nan_at), "faults.inject_nan_at",
+           f"steps count from 1, got {list(f.inject_nan_at)}")
+
+
+def _finite(cfg: DictConfig, prefix: str = "") -> None:
+    """No NaN or infinity anywhere (they pass every range check written as a comparison), and
+    no string that cannot be written back out as UTF-8."""
+    for key, value in cfg.items() if isinstance(cfg, DictConfig) else enumerate(cfg):
+        full = f"{prefix}{key}"
+        if isinstance(value, (DictConfig, ListConfig)):
+            _finite(value, full + ".")
+        elif isinstance(value, float):
+            _check(math.isfinite(value), full, f"must be a finite number, got {value}")
+        elif isinstance(value, str):
+            _check(_is_utf8(value), full, "is not valid UTF-8 text")
+
+
+def _at_most(cfg: DictConfig, **limits: int) -> None:
+    """Upper bounds where a typo would only show as an exhausted memory much later."""
+    for key, limit in limits.items():
+        value = _get(cfg, key)
+        _check(value <= limit, key, f"must be <= {limit}, got {value}")
 
 
 def _is_float(text: str) -> bool:
     try:
         float(text)
     except ValueError:
+        return False
+    return True
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:      # bytes that were not UTF-8 reach argv as lone surrogates
         return False
     return True

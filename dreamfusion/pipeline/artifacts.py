@@ -1,4 +1,4 @@
-"""What a run leaves on disk besides meshes: images, turntables, checkpoints, logs."""
+"""What a run leaves on disk besides meshes and checkpoints: images, turntables, JSON."""
 from __future__ import annotations
 
 import json
@@ -41,21 +41,6 @@ def write_turntable(scene: Scene, path: Path, frames: int, size: int, elevation:
     images = to_uint8(render_views(scene, cams, size, "lambertian"))
     with atomic_path(path) as tmp:
         iio.imwrite(tmp, images, extension=".gif", duration=80, loop=0)
-
-
-def save_checkpoint(path: Path, scene: Scene, optimizer: torch.optim.Optimizer, step: int) -> None:
-    """Plain tensors and numbers only, so ``torch.load(..., weights_only=True)`` reads it."""
-    state = {name: module.state_dict() for name, module in scene.modules().items()}
-    state.update(optimizer=optimizer.state_dict(), step=step)
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
-def load_checkpoint(path: Path, scene: Scene) -> dict:
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    for name, module in scene.modules().items():
-        module.load_state_dict(state[name])
-    return state
 
 
 def write_json(path: Path, data: dict) -> None:

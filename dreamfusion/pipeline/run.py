@@ -1,30 +1,29 @@
 """One text-to-3D run: check the inputs, train, and write the run folder."""
 from __future__ import annotations
 
-import json
-import os
-import re
 import sys
 import time
-from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from tqdm import tqdm
 
-from ..errors import UserError
+from ..config import load_config
+from ..errors import Interrupted, TrainingFailed, UserError
 from ..export.pipeline import export_settings, field_mesh
 from ..export.writers import write_meshes
 from ..guidance.toy.prior import ToyWorldPrior
 from ..utils.atomic import write_png, write_text
-from .artifacts import save_checkpoint, validation_strip, write_json, write_turntable
-from .build import build_prior, build_scene, resolve_prior_model
+from .artifacts import validation_strip, write_json, write_turntable
+from .build import build_prior, build_scene
+from .checkpoint import CheckpointStore, Loaded, check_compatible
 from .evaluate import janus_score, silhouette_iou, surface_scores
+from .inputs import check_output_root, new_run_dir, prepare, select_device
+from .runlog import EventLog, MetricsLog, truncate_metrics
+from .supervisor import Supervisor
 from .train import StepStats, Trainer
-
-MAX_PROMPT = 500
 
 
 @dataclass
@@ -35,132 +34,72 @@ class RunResult:
     metrics: dict = field(default_factory=dict)
 
 
-def check_prompt(prompt: str) -> str:
-    text = prompt.strip()
-    if not text:
-        raise UserError("the prompt is empty")
-    if len(text) > MAX_PROMPT:
-        raise UserError(f"the prompt is {len(text)} characters long; the limit is {MAX_PROMPT}")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
-        raise UserError("the prompt contains control characters")
-    return text
+def run(prompt: str, cfg: DictConfig, run_dir: Path | None = None, quiet: bool = False,
+        resume_from: Loaded | None = None) -> RunResult:
+    """Train on ``prompt`` and write the run folder; returns where and what was written.
 
-
-def slugify(prompt: str, limit: int = 48) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")
-    return slug[:limit].rstrip("-") or "run"
-
-
-def check_output_root(root: Path) -> None:
-    """Fail before any work if run folders cannot be created under ``root``."""
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        probe = root / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise UserError(f"cannot write to output folder {str(root)!r}: "
-                        f"{exc.strerror or exc}") from None
-
-
-def new_run_dir(root: Path, prompt: str) -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = f"{slugify(prompt)}-{stamp}"
-    for n in range(1000):
-        path = root / (base if n == 0 else f"{base}-{n}")
-        try:
-            path.mkdir(parents=True)
-            return path
-        except FileExistsError:
-            continue
-    raise UserError(f"cannot find a free run folder name under {str(root)!r}")
-
-
-def select_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("device=cuda but no CUDA device is available; use device=cpu or auto")
-    return torch.device(name)
-
-
-class RunLog:
-    """The progress bar and ``metrics.jsonl``."""
-
-    def __init__(self, path: Path, total: int, every: int, quiet: bool) -> None:
-        self.path, self.every = path, every
-        self.bar = tqdm(total=total, disable=quiet, unit="step", dynamic_ncols=True)
-        self.start = time.perf_counter()
-        self.lines: list[str] = []
-
-    def __call__(self, s: StepStats) -> None:
-        self.bar.update(1)
-        if s.step % self.every == 0 or s.step == self.bar.total:
-            self.bar.set_postfix(loss=f"{s.loss:.3g}", t=f"{s.t:.2f}", view=s.view, refresh=False)
-            record = asdict(s) | {"seconds": round(time.perf_counter() - self.start, 3)}
-            self.lines.append(json.dumps(record))
-            if len(self.lines) >= 20:
-                self.flush()
-
-    def flush(self) -> None:
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write("".join(line + "\n" for line in self.lines))
-        self.lines.clear()
-
-    def close(self) -> None:
-        self.flush()
-        self.bar.close()
-
-
-def prepare(prompt: str, cfg: DictConfig) -> tuple[str, Path]:
-    """Every check that can fail on the user's input, before any work or any file."""
-    prompt = check_prompt(prompt)
-    select_device(cfg.device)
-    if cfg.guidance.prior == "toy":
-        prior = build_prior(cfg)
-        prior.parse(prompt)                 # unknown words fail here
-        if cfg.prompt.negative.strip():
-            prior.parse(cfg.prompt.negative)
-    else:
-        resolve_prior_model(cfg)            # absent weights fail here, before any folder
-    root = Path(cfg.output.root)
-    check_output_root(root)
-    return prompt, root
-
-
-def run(prompt: str, cfg: DictConfig, run_dir: Path | None = None, quiet: bool = False) -> RunResult:
-    """Train on ``prompt`` and write the run folder; returns where and what was written."""
-    prompt, root = prepare(prompt, cfg)
+    With ``resume_from`` (a checkpoint of ``run_dir``) training continues from it, provided
+    it was made with the same training config.
+    """
+    prompt, root = prepare(prompt, cfg, root_check=run_dir is None)
+    if resume_from is not None:
+        check_compatible(resume_from, cfg)
+    if run_dir is not None:
+        check_output_root(run_dir)
     run_dir = run_dir or new_run_dir(root, prompt)
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    write_text(run_dir / "config.yaml", f"# dreamfusion run \"{prompt}\"\n" + OmegaConf.to_yaml(cfg))
+    config_yaml = OmegaConf.to_yaml(cfg)
+    write_text(run_dir / "config.yaml", f"# dreamfusion run \"{prompt}\"\n" + config_yaml)
+    events = EventLog(run_dir / "run.log")
     torch.manual_seed(cfg.seed)
     device = select_device(cfg.device)
     scene = build_scene(cfg, device)
+    backend = f"hash grid: {scene.field.encoding.describe_backend()}"
+    events(backend)
     if not quiet:
-        print(f"hash grid: {scene.field.encoding.describe_backend()}", file=sys.stderr)
+        print(backend, file=sys.stderr)
     prior = build_prior(cfg, device)
     trainer = Trainer(cfg, scene, prior, prompt)
+    trainer.encode_prompts()
+    store = CheckpointStore(run_dir, cfg.checkpoint.keep)
+    for name in store.remove_partial():
+        events(f"removed {name}, left by a save that was cut short")
+    supervisor = Supervisor(trainer, scene, store, events, prompt, config_yaml, started)
+    metrics_path = run_dir / "metrics.jsonl"
+    if resume_from is None:
+        events(f"started \"{prompt}\" with seed {cfg.seed}, {cfg.steps} steps")
+        truncate_metrics(metrics_path, 0)
+        supervisor.save()
+    else:
+        supervisor.restore(resume_from)
+        truncate_metrics(metrics_path, trainer.step)
+        events(f"resumed at step {trainer.step} from {resume_from.path.name}", warn=not quiet)
     distance, fov = sum(cfg.camera.distance) / 2, sum(cfg.camera.fov) / 2
-    log = RunLog(run_dir / "metrics.jsonl", cfg.steps, cfg.output.log_every, quiet)
+    log = MetricsLog(metrics_path, cfg.steps, cfg.output.log_every, quiet, trainer.step)
 
     def on_step(stats: StepStats) -> None:
         log(stats)
-        if stats.step % cfg.output.val_every == 0 or stats.step == cfg.steps:
+        if stats.fault is None and (stats.step % cfg.output.val_every == 0
+                                    or stats.step == cfg.steps):
             write_png(run_dir / "val" / f"step_{stats.step:06d}.png",
                       validation_strip(scene, distance, fov, cfg.output.val_size))
 
     try:
-        trainer.fit(on_step)
+        supervisor.run(on_step, on_rollback=lambda step: truncate_metrics(metrics_path, step))
+    except TrainingFailed as exc:
+        raise TrainingFailed(f"{exc} (run folder {run_dir})") from None
+    except Interrupted as exc:
+        events(str(exc))
+        raise Interrupted(f"{exc} in {run_dir}; continue with: dreamfusion run --resume "
+                          f"{run_dir}") from None
     finally:
         log.close()
-    train_seconds = time.perf_counter() - started
-    save_checkpoint(run_dir / "checkpoint.pt", scene, trainer.optimizer, trainer.step)
+    train_seconds = supervisor.train_seconds
     o = cfg.output
     write_turntable(scene, run_dir / "turntable.gif", o.turntable_frames, o.turntable_size,
                     o.turntable_elevation, distance, fov)
-    files = ["config.yaml", "metrics.jsonl", "val/", "checkpoint.pt", "turntable.gif"]
+    files = ["config.yaml", "run.log", "metrics.jsonl", "val/", "checkpoints/", "turntable.gif"]
     settings = export_settings(cfg)
     threshold = settings.threshold
     mesh = None
@@ -168,7 +107,8 @@ def run(prompt: str, cfg: DictConfig, run_dir: Path | None = None, quiet: bool =
         mesh = field_mesh(scene.field, settings)
         files += [p.name for p in write_meshes(mesh, run_dir, list(settings.formats))]
     metrics: dict = {"train_seconds": round(train_seconds, 1), "steps": trainer.step,
-                     "hashgrid_backend": scene.field.encoding.active_backend}
+                     "hashgrid_backend": scene.field.encoding.active_backend,
+                     "rollbacks": supervisor.rollbacks}
     if isinstance(prior, ToyWorldPrior):
         scores = silhouette_iou(scene, prior.parse(prompt), cfg)
         metrics.update(silhouette_iou=round(scores.iou, 4), side_iou=round(scores.side_iou, 4),
@@ -184,7 +124,49 @@ def run(prompt: str, cfg: DictConfig, run_dir: Path | None = None, quiet: bool =
             metrics.update(janus=round(janus.janus, 4),
                            feature_volume=round(janus.feature_volume, 4))
     seconds = time.perf_counter() - started
-    metrics["total_seconds"] = round(seconds, 1)
+    metrics["total_seconds"] = round(supervisor.seconds_before + seconds, 1)
     write_json(run_dir / "summary.json", {"prompt": prompt, "seed": cfg.seed, **metrics})
     files.append("summary.json")
     return RunResult(run_dir, seconds, files, metrics)
+
+
+def latest_checkpoint(run_dir: Path) -> tuple[Loaded | None, list[str]]:
+    """The run's newest checkpoint that verifies, and why each newer one was skipped."""
+    skipped: list[str] = []
+    loaded = CheckpointStore(run_dir).latest(lambda path, why: skipped.append(why))
+    return loaded, skipped
+
+
+def resume(run_dir: Path, overrides: Sequence[str] = (), prompt: str | None = None,
+           quiet: bool = False) -> RunResult:
+    """Continue the run in ``run_dir`` from its newest checkpoint that verifies.
+
+    ``overrides`` may change only what does not alter training (output, export, checkpoint
+    and fault settings, the device and the backends); ``prompt``, if given, must be the run's.
+    """
+    config = run_dir / "config.yaml"
+    if not run_dir.is_dir():
+        raise UserError(f"cannot resume {str(run_dir)!r}: no such folder")
+    if not config.is_file():
+        raise UserError(f"cannot resume {str(run_dir)!r}: it has no config.yaml, so it is not "
+                        f"a run folder")
+    cfg = load_config(str(config), list(overrides))
+    loaded, skipped = latest_checkpoint(run_dir)
+    if loaded is None:
+        why = f" ({'; '.join(skipped)})" if skipped else ""
+        raise UserError(f"cannot resume {str(run_dir)!r}: no usable checkpoint{why}; "
+                        f"start the run again")
+    saved_prompt = str(loaded.state["prompt"])
+    if prompt is not None and prompt.strip() != saved_prompt:
+        raise UserError(f"{str(run_dir)!r} is a run of {saved_prompt!r}, not {prompt.strip()!r}; "
+                        f"--resume takes no new prompt")
+    if int(loaded.state["trainer"]["step"]) >= cfg.steps and (run_dir / "summary.json").is_file():
+        raise UserError(f"{str(run_dir)!r} has finished all {cfg.steps} steps; use "
+                        f"`dreamfusion export {run_dir}` to write its meshes again")
+    prepare(saved_prompt, cfg, root_check=False)
+    check_compatible(loaded, cfg)
+    check_output_root(run_dir)
+    events = EventLog(run_dir / "run.log")
+    for why in skipped:
+        events(f"{why}; falling back to {loaded.path.name}", warn=True)
+    return run(saved_prompt, cfg, run_dir, quiet, resume_from=loaded)

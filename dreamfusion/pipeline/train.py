@@ -1,9 +1,8 @@
 """The SDS training loop: sample a camera, render, distil the prior's score, step."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from omegaconf import DictConfig
@@ -26,6 +25,7 @@ class StepStats:
     mode: str
     view: str
     samples: int
+    fault: str | None = None      # why the step was skipped (a non-finite loss or gradient)
 
 
 @dataclass
@@ -35,7 +35,9 @@ class Trainer:
     prior: Prior
     prompt: str
     step: int = 0
+    lr_scale: float = 1.0             # lowered by each rollback after repeated faults
     _conditions: dict[str, Any] = field(default_factory=dict)
+    _injected: set[int] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         o = self.cfg.optim
@@ -46,6 +48,11 @@ class Trainer:
         self.optimizer = torch.optim.Adam(
             [{"params": grid_params, "lr": o.lr * o.lr_grid_scale}, {"params": other, "lr": o.lr}],
             betas=(o.beta1, o.beta2), eps=o.eps)
+        self._base_lrs = [group["lr"] for group in self.optimizer.param_groups]
+        named = [("encoding.params", f.encoding.params)]
+        named += [(n, p) for n, p in f.named_parameters() if not n.startswith("encoding.")]
+        named += [(f"background.{n}", p) for n, p in self.scene.background.named_parameters()]
+        self._named_params = named
         g = self.cfg.guidance
         self.schedule = TimestepSchedule(g.schedule, g.t_min, g.t_max, g.t_max_end, g.t_min_end,
                                          g.tp_mu, g.tp_sigma)
@@ -119,17 +126,52 @@ class Trainer:
             loss = loss + result.loss.to(loss.device) / len(targets)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        self.optimizer.step()
+        self._inject_fault()
+        fault = self._fault(loss)
+        if fault is None:
+            self.optimizer.step()
+        else:       # an update with NaN or Inf would poison the weights and Adam's moments
+            self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         t_fraction = float(t.float().mean()) / self.prior.n_train_steps
         return StepStats(self.step, float(loss.detach()), t_fraction, mode, targets[0].view,
-                         out.n_samples)
+                         out.n_samples, fault)
 
-    def fit(self, on_step: Callable[[StepStats], None] | None = None) -> None:
-        self.encode_prompts()
-        while self.step < self.cfg.steps:
-            stats = self.train_step()
-            if not math.isfinite(stats.loss):
-                raise FloatingPointError(f"loss became {stats.loss} at step {stats.step}")
-            if on_step is not None:
-                on_step(stats)
+    def _inject_fault(self) -> None:
+        step = self.step + 1
+        if step in self.cfg.faults.inject_nan_at and step not in self._injected:
+            self._injected.add(step)
+            grad = self.scene.field.encoding.params.grad
+            if grad is not None:
+                grad.view(-1)[0] = float("nan")
+
+    def _fault(self, loss: torch.Tensor) -> str | None:
+        """Why this step must not be applied, or None: a non-finite loss or gradient."""
+        if not torch.isfinite(loss).all():
+            return f"loss is {float(loss.detach())}"
+        bad = [name for name, p in self._named_params
+               if p.grad is not None and not torch.isfinite(p.grad).all()]
+        return f"non-finite gradients in {', '.join(bad)}" if bad else None
+
+    def set_lr_scale(self, scale: float) -> None:
+        self.lr_scale = scale
+        for group, base in zip(self.optimizer.param_groups, self._base_lrs):
+            group["lr"] = base * scale
+
+    def state_dict(self) -> dict:
+        """Everything the next step depends on besides the scene: step, optimiser, RNG."""
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {"step": self.step, "optimizer": self.optimizer.state_dict(),
+                "lr_scale": self.lr_scale, "rng": rng}
+
+    def load_state_dict(self, state: dict, restore_rng: bool = True) -> None:
+        self.step = int(state["step"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.set_lr_scale(float(state["lr_scale"]))
+        if restore_rng:
+            torch.set_rng_state(state["rng"]["torch"])
+            cuda = state["rng"].get("cuda")
+            if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(cuda)

@@ -1,0 +1,156 @@
+"""Training checkpoints: atomic, checksummed, the newest few kept, refused when incompatible.
+
+A checkpoint is ``checkpoints/step_NNNNNN.pt`` (a plain ``torch.save`` of tensors, numbers and
+strings, so ``torch.load(..., weights_only=True)`` reads it) and ``step_NNNNNN.pt.sha256``
+beside it, in ``sha256sum`` format so that ``sha256sum -c`` checks it too. The sidecar is
+written after the checkpoint, so a checkpoint without one is a save that did not finish.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from ..errors import UserError
+from .build import Scene
+from ..utils.atomic import atomic_path, write_text
+
+FORMAT = 1
+_NAME = re.compile(r"^step_(\d{6,})\.pt$")
+# keys that may change between a checkpoint and its resumption: where files go and how they
+# are written, the device, numerically equivalent backends, and the fault policy
+RESUMABLE = ("output.", "export.", "checkpoint.", "faults.", "device", "nerf.grid.backend",
+             "marcher.backend", "guidance.cache_dir", "guidance.text_cache")
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used: truncated, corrupted, unfinished or incompatible."""
+
+
+@dataclass(frozen=True)
+class Loaded:
+    path: Path
+    state: dict
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step_{step:06d}.pt"
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_checkpoint(path: Path) -> dict:
+    """The verified contents of one checkpoint; ``CheckpointError`` says what is wrong."""
+    sidecar = _sidecar(path)
+    if not sidecar.is_file():
+        raise CheckpointError(f"{path.name} has no checksum file: its save did not finish")
+    try:
+        data = path.read_bytes()
+        expected = sidecar.read_text(encoding="utf-8").split()[0]
+    except (OSError, UnicodeDecodeError, IndexError) as exc:
+        raise CheckpointError(f"cannot read {path.name}: {exc}") from None
+    if _digest(data) != expected:
+        raise CheckpointError(f"{path.name} is corrupt or truncated: its SHA-256 does not match "
+                              f"{sidecar.name} ({len(data)} bytes)")
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:        # any unpickling failure means the same: unusable
+        raise CheckpointError(f"{path.name} cannot be read: {str(exc).splitlines()[0]}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path.name} is not a dreamfusion checkpoint of format {FORMAT}")
+    return state
+
+
+class CheckpointStore:
+    """The checkpoints of one run folder, newest first."""
+
+    def __init__(self, run_dir: Path, keep: int = 2) -> None:
+        self.folder = Path(run_dir) / "checkpoints"
+        self.keep = keep
+
+    def paths(self) -> list[Path]:
+        """Checkpoint files, newest step first (checked or not)."""
+        if not self.folder.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.folder.iterdir()
+                 if (m := _NAME.match(p.name))]
+        return [p for _, p in sorted(found, reverse=True)]
+
+    def remove_partial(self) -> list[str]:
+        """Delete the temporary files of saves that a killed process left; their names."""
+        if not self.folder.is_dir():
+            return []
+        partial = [p for p in self.folder.iterdir()
+                   if p.name.startswith(".step_") and ".tmp" in p.name]
+        for p in partial:
+            p.unlink(missing_ok=True)
+        return [p.name for p in partial]
+
+    def save(self, state: dict, step: int) -> Path:
+        """Write atomically (temporary file, fsync, rename), then its checksum, then prune."""
+        buffer = io.BytesIO()
+        torch.save({"format": FORMAT, **state}, buffer)
+        data = buffer.getvalue()
+        path = self.folder / checkpoint_name(step)
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data)
+        write_text(_sidecar(path), f"{_digest(data)}  {path.name}\n")
+        for old in self.paths()[self.keep:]:
+            old.unlink(missing_ok=True)
+            _sidecar(old).unlink(missing_ok=True)
+        return path
+
+    def latest(self, on_bad: Callable[[Path, str], None] | None = None) -> Loaded | None:
+        """The newest checkpoint that verifies; each one skipped is reported to ``on_bad``."""
+        for path in self.paths():
+            try:
+                return Loaded(path, read_checkpoint(path))
+            except CheckpointError as exc:
+                if on_bad is not None:
+                    on_bad(path, str(exc))
+        return None
+
+
+def _flat(container: object, prefix: str = "") -> dict[str, object]:
+    if isinstance(container, dict):
+        out: dict[str, object] = {}
+        for key, value in container.items():
+            out.update(_flat(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: container}
+
+
+def config_differences(saved_yaml: str, cfg: DictConfig) -> list[str]:
+    """``key (saved -> now)`` for each key that differs and would change training."""
+    saved = _flat(OmegaConf.to_container(OmegaConf.create(saved_yaml), resolve=True))
+    now = _flat(OmegaConf.to_container(cfg, resolve=True))
+    keys = sorted(set(saved) | set(now))
+    return [f"{k} ({saved.get(k, '<absent>')} -> {now.get(k, '<absent>')})" for k in keys
+            if saved.get(k) != now.get(k) and not k.startswith(RESUMABLE)]
+
+
+def load_scene(scene: Scene, loaded: Loaded) -> None:
+    """Put a checkpoint's field, occupancy grid and background into ``scene``."""
+    for name, module in scene.modules().items():
+        module.load_state_dict(loaded.state["scene"][name])
+
+
+def check_compatible(loaded: Loaded, cfg: DictConfig) -> None:
+    """Refuse a checkpoint whose training config differs from ``cfg``, naming the keys."""
+    diffs = config_differences(loaded.state.get("config", ""), cfg)
+    if diffs:
+        raise UserError(f"checkpoint {loaded.path} was made with a different config: "
+                        f"{'; '.join(diffs)}")
+
