@@ -85,6 +85,11 @@ class Supervisor:
         self.trainer.load_state_dict(state["trainer"], restore_rng=not rollback)
         self.saved_step = self.trainer.step
         if not rollback:
+            saved, now = state["trainer"]["schedule"], self.trainer.schedule_state()
+            if saved != now:
+                self.events(f"the timestep schedule at step {self.trainer.step} is {now}, but the "
+                            f"checkpoint recorded {saved}: this version computes it differently, "
+                            f"so the resumed run will not match an uninterrupted one", warn=True)
             self.rollbacks = int(state["faults"]["rollbacks"])
             self.bad_steps = [int(s) for s in state["faults"]["bad_steps"]]
             self.seconds_before = float(state["train_seconds"])

@@ -116,7 +116,7 @@ class Trainer:
                                cfg.height, cfg.width, self.scene.settings, mode, lights)
         images = out.rgb.permute(0, 3, 1, 2)
         g = cfg.guidance
-        t = self.schedule.sample(self.step / max(cfg.steps - 1, 1), self.prior.n_train_steps,
+        t = self.schedule.sample(self.progress, self.prior.n_train_steps,
                                  cfg.batch_size)
         targets = self.targets_for(cams)
         loss = images.new_zeros(())
@@ -164,7 +164,18 @@ class Trainer:
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
         return {"step": self.step, "optimizer": self.optimizer.state_dict(),
-                "lr_scale": self.lr_scale, "rng": rng}
+                "lr_scale": self.lr_scale, "rng": rng, "schedule": self.schedule_state()}
+
+    def schedule_state(self) -> dict:
+        """The timestep schedule where the run stands: a function of step and config, kept
+        in checkpoints so that a resume can tell when the code computes it differently."""
+        return {"name": self.schedule.name, "progress": self.progress,
+                "t_range": list(self.schedule.range_at(self.progress))}
+
+    @property
+    def progress(self) -> float:
+        """The fraction of the run done, which the timestep schedule follows."""
+        return self.step / max(self.cfg.steps - 1, 1)
 
     def load_state_dict(self, state: dict, restore_rng: bool = True) -> None:
         self.step = int(state["step"])
