@@ -65,6 +65,21 @@ def _parser() -> argparse.ArgumentParser:
     speed.add_argument("--sd-steps", type=int, default=1,
                        help="SDS steps timed with the SD-sized UNet (0: skip)")
     speed.add_argument("--results", default="results")
+    rp = bench_sub.add_parser("rprecision", help="CLIP R-Precision, DreamFusion's Table 1 protocol")
+    rp.add_argument("overrides", nargs="*", metavar="key.sub=value")
+    rp.add_argument("--config", default="dreamfusion-sd",
+                    help="the runs' config (default: dreamfusion-sd, which needs its weights)")
+    rp.add_argument("--prompts-file", default=None,
+                    help="one caption per line (default: the 153 object-centric COCO captions)")
+    rp.add_argument("--clip", nargs="+", default=["B/32", "B/16", "L/14"],
+                    help="CLIP models: B/32, B/16, L/14 (OpenAI's) or transformers folders")
+    rp.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    rp.add_argument("--views", type=int, default=8, help="azimuths rendered per run")
+    rp.add_argument("--limit", type=int, default=None, help="only the first N captions")
+    rp.add_argument("--score-only", action="store_true",
+                    help="score the finished runs under --runs; train nothing")
+    rp.add_argument("--runs", default="outputs/bench-rprecision")
+    rp.add_argument("--results", default="results")
     step = bench_sub.add_parser("sds-step", help="one SDS step with an SD-sized random model")
     step.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     step.add_argument("--steps", type=int, default=3, help="steps timed after a warm-up")
@@ -152,6 +167,21 @@ def _bench(args: argparse.Namespace) -> int:
             raise UserError("--steps must be >= 1, --render and --render-size >= 8")
         run_sds_step_bench(args.device, args.steps, args.render, args.render_size,
                            args.guidance_scale, args.results)
+        return 0
+    if args.bench == "rprecision":
+        from .bench.rprecision import run_rprecision_bench
+
+        if args.views < 1 or (args.limit is not None and args.limit < 2):
+            raise UserError("--views must be >= 1 and --limit >= 2")
+        cfg = load_config(args.config, args.overrides)
+        command = " ".join(["dreamfusion bench rprecision", *args.overrides, "--config",
+                            args.config, "--clip", *args.clip, "--seeds", *map(str, args.seeds),
+                            "--views", str(args.views), "--runs", args.runs]
+                           + (["--prompts-file", args.prompts_file] if args.prompts_file else [])
+                           + (["--limit", str(args.limit)] if args.limit else [])
+                           + ["--score-only"] * args.score_only)
+        run_rprecision_bench(cfg, args.prompts_file, args.clip, args.seeds, args.views, args.runs,
+                             args.results, args.score_only, args.limit, command)
         return 0
     if args.bench == "remedies":
         from .bench.remedies import run_remedies_bench

@@ -39,6 +39,13 @@ def machine() -> str:
             f"python {platform.python_version()}")
 
 
+def progress_line(done: int, total: int, started: float, what: str) -> str:
+    """``[done/total] what; elapsed, ETA`` (runs skipped as finished count as done)."""
+    elapsed = time.perf_counter() - started
+    eta = elapsed / done * (total - done)
+    return f"[{done}/{total}] {what}; {elapsed / 60:.1f} min elapsed, ETA {eta / 60:.1f} min"
+
+
 def run_once(cfg: DictConfig, prompt: str, seed: int, run_dir: Path) -> dict:
     """One seeded run into ``run_dir``, or its summary if it finished before."""
     summary = run_dir / "summary.json"
@@ -88,12 +95,10 @@ def run_toy_bench(cfg: DictConfig, prompts: list[str] | None, seeds: list[int],
     for prompt in prompts:
         for seed in seeds:
             rows.append(run_once(cfg, prompt, seed, runs_dir / f"{slugify(prompt)}-seed{seed}"))
-            done = len(rows)
-            eta = (time.perf_counter() - started) / done * (total - done)
             r = rows[-1]
-            print(f"[{done}/{total}] {prompt!r} seed {seed}: IoU {r['silhouette_iou']:.3f} "
-                  f"(side {r['side_iou']:.3f}), {r['total_seconds']:.0f} s; ETA {eta:.0f} s",
-                  flush=True)
+            print(progress_line(len(rows), total, started,
+                                f"{prompt!r} seed {seed}: IoU {r['silhouette_iou']:.3f} (side "
+                                f"{r['side_iou']:.3f}), {r['total_seconds']:.0f} s"), flush=True)
     given = ""
     if prompts != list(DEFAULT_PROMPTS):
         given = " --prompts " + " ".join(repr(p) for p in prompts)
