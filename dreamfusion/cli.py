@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     toy.add_argument("overrides", nargs="*", metavar="key.sub=value")
     toy.add_argument("--config", default=DEFAULT_CONFIG)
     toy.add_argument("--prompts", nargs="+", default=None, help="toy captions to run")
-    toy.add_argument("--seeds", nargs="+", type=int, default=[0])
+    toy.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     toy.add_argument("--results", default="results", help="where the table is written")
     toy.add_argument("--runs", default="outputs/bench-toy", help="where run folders go")
     rem = bench_sub.add_parser("remedies", help="the Janus and noise-schedule remedies on the toy duck")
@@ -121,9 +121,10 @@ def _run(args: argparse.Namespace) -> int:
     print(f"wrote {result.run_dir} in {result.seconds:.0f} s: {', '.join(result.files)}")
     if "silhouette_iou" in result.metrics:
         m = result.metrics
-        print(f"toy ground truth: silhouette IoU {m['silhouette_iou']:.3f} over 8 azimuths "
-              f"(side views {m['side_iou']:.3f}; {m['best_yaw_iou']:.3f} after the best yaw, "
-              f"{m['best_yaw']:+.0f} deg)")
+        print(f"toy ground truth: silhouette IoU {m['silhouette_iou']:.3f} over 8 azimuths x 2 "
+              f"elevations (side views {m['side_iou']:.3f}; {m['best_yaw_iou']:.3f} after the "
+              f"best yaw, {m['best_yaw']:+.0f} deg); colour error {m['colour_error']:.3f}; "
+              f"toy R@1 {m['toy_r_precision']:.2f}")
     return 0
 
 

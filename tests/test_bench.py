@@ -1,18 +1,33 @@
 import json
 
+import imageio.v3 as imageio
+
 from dreamfusion.cli import main
 
 
 def test_bench_toy_writes_tables_and_resumes(fast_overrides, tmp_path, capsys):
-    args = ["bench", "toy", "--prompts", "a green cylinder", "--results", str(tmp_path / "res"),
-            "--runs", str(tmp_path / "runs"), *fast_overrides]
+    args = ["bench", "toy", "--prompts", "a green cylinder", "a yellow duck", "--seeds", "0",
+            "--results", str(tmp_path / "res"), "--runs", str(tmp_path / "runs"),
+            *fast_overrides, "output.val_every=2"]
     assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "[2/2] 'a yellow duck' seed 0" in out and "ETA" in out
     table = (tmp_path / "res" / "toy.md").read_text()
     data = json.loads((tmp_path / "res" / "toy.json").read_text())
     assert "| a green cylinder | 0 |" in table and "bar" in table and "Chamfer" in table
-    row = data["rows"][0]
+    row, duck = data["rows"]
     assert 0.0 < row["chamfer"] < row["true_size"] and row["chamfer_best_yaw"] <= row["chamfer"]
     assert 0.0 <= row["silhouette_iou"] <= 1.0 and data["config"]["steps"] == 6
+    assert len(row["iou_per_view"]) == 16 and 0.0 <= row["colour_error"] <= 1.0
+    assert 0.0 <= row["toy_r_precision"] <= 1.0 and "janus" in duck and "janus" not in row
+    summary = json.loads((tmp_path / "runs" / "a-yellow-duck-seed0" / "summary.json").read_text())
+    assert {k: duck[k] for k in summary if k in duck} == {k: summary[k] for k in summary if k in duck}
+    for name in ("images/toy/a-green-cylinder-seed0.png", "images/toy/a-yellow-duck-seed0.png",
+                 "plots/toy_iou_vs_step.png"):
+        assert (tmp_path / "res" / name).stat().st_size > 500, name
+        assert f"]({name})" in table
+    strip = imageio.imread(tmp_path / "res" / "images" / "toy" / "a-yellow-duck-seed0.png")
+    assert strip.shape == (64, 8 * 64, 3)
     ckpt = tmp_path / "runs" / "a-green-cylinder-seed0" / "checkpoints" / "step_000006.pt"
     stamp = ckpt.stat().st_mtime_ns
     assert main(args) == 0                     # a finished run is not trained again

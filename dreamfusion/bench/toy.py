@@ -16,20 +16,29 @@ from ..pipeline.run import RunResult, latest_checkpoint, run
 from ..utils.atomic import write_text
 from .tables import markdown_table
 
-DEFAULT_PROMPTS = ("a red cube", "a blue torus", "a green cylinder", "a yellow duck")
+DEFAULT_PROMPTS = ("a red cube", "a blue torus", "a green cylinder", "a white sphere",
+                   "an orange cone", "a yellow duck")
 METRICS = (
+    "Settings: the toy config's defaults, which are DreamFusion's (uniform t in [0.02, 0.98], "
+    "the nearest view's prompt: front, side, back, overhead); each Janus remedy and schedule is "
+    "compared in [remedies.md](remedies.md). "
     "Silhouette IoU: the rendered opacity (> 0.5) against the true silhouette, one ray per "
-    "pixel centre for both, 64x64, at 8 azimuths (every 45 deg from the front) and 15 deg "
-    "elevation; side views are azimuths +-90 deg. Best-yaw IoU is the same after turning the "
-    "result about the vertical axis by the best multiple of 9 deg: the toy prior sees a "
+    "pixel centre for both, 64x64, at 8 azimuths (every 45 deg from the front) x 2 elevations "
+    "(15 and 40 deg); side views are azimuths +-90 deg. Best-yaw IoU is the same after turning "
+    "the result about the vertical axis by the best multiple of 9 deg: the toy prior sees a "
     "symmetric object such as the cube from random azimuths and cannot fix its yaw, so a "
     "well-shaped cube may stand turned; the headline IoU counts that against it, the best-yaw "
-    "column shows the shape alone. Times are wall-clock seconds of each `dreamfusion run`, "
-    "including export, turntable and this evaluation, and the rendering of the toy references "
-    "when their cache is cold. Chamfer: the symmetric Chamfer distance between the exported "
-    "mesh (what the user gets: decimated, floaters dropped) and the true surface, 20000 "
-    "area-uniform samples each, in world units and as a share of the true object's "
-    "bounding-box diagonal; best-yaw Chamfer after the best turn about the vertical axis.")
+    "column shows the shape alone. Colour error: mean absolute albedo error per channel (0-1) "
+    "over the pixels both the result and the truth cover, same 16 views. Toy R@1: the share of "
+    "16 colour renders whose nearest reference image (L2, 32 references of each of the 42 toy "
+    "captions) belongs to the run's own caption. Janus (objects with a front): the share of the "
+    "solid above the duck's body that lies behind it (0 is right, 0.5 two-faced, 1 turned "
+    "round). Chamfer: the symmetric Chamfer distance between the exported mesh (what the user "
+    "gets: decimated, floaters dropped) and the true surface, 20000 area-uniform samples each, "
+    "in world units and as a share of the true object's bounding-box diagonal. Times are "
+    "wall-clock seconds of each `dreamfusion run`, including export, turntable and this "
+    "evaluation, and the rendering of the toy references when their cache is cold. Every "
+    "figure is the one `dreamfusion run` printed and wrote to the run's `summary.json`.")
 BARS = {"a red cube": 0.85, "a blue torus": 0.85, "a green cylinder": 0.85, "a yellow duck": 0.75}
 
 
@@ -63,26 +72,69 @@ def _chamfer(r: dict, key: str) -> str:
     return f"{r[key]:.4f} ({100 * r[key] / r['true_size']:.1f}%)"
 
 
+def _opt(r: dict, key: str, fmt: str) -> str:
+    return "-" if key not in r else format(r[key], fmt)
+
+
 def _table(rows: list[dict]) -> str:
     return markdown_table(
         ["prompt", "seed", "silhouette IoU", "side-view IoU", "best-yaw IoU (yaw)",
-         "Chamfer (% of size)", "best-yaw Chamfer", "train s", "total s"],
+         "colour error", "toy R@1", "Janus", "Chamfer (% of size)", "best-yaw Chamfer",
+         "train s", "total s"],
         [[r["prompt"], r["seed"], f"{r['silhouette_iou']:.3f}", f"{r['side_iou']:.3f}",
-          f"{r['best_yaw_iou']:.3f} ({r['best_yaw']:+.0f})", _chamfer(r, "chamfer"),
+          f"{r['best_yaw_iou']:.3f} ({r['best_yaw']:+.0f})", _opt(r, "colour_error", ".3f"),
+          _opt(r, "toy_r_precision", ".2f"), _opt(r, "janus", ".3f"), _chamfer(r, "chamfer"),
           _chamfer(r, "chamfer_best_yaw"), f"{r['train_seconds']:.0f}",
           f"{r['total_seconds']:.0f}"] for r in rows])
+
+
+def _mean(rows: list[dict], key: str) -> float | None:
+    values = [r[key] for r in rows if key in r]
+    return sum(values) / len(values) if values else None
 
 
 def _summary(rows: list[dict]) -> str:
     out = []
     for prompt in dict.fromkeys(r["prompt"] for r in rows):
-        ious = [r["silhouette_iou"] for r in rows if r["prompt"] == prompt]
+        mine = [r for r in rows if r["prompt"] == prompt]
+        ious = [r["silhouette_iou"] for r in mine]
         bar = BARS.get(prompt)
         met = "" if bar is None else f"{sum(i >= bar for i in ious)} of {len(ious)}"
+        cells = [_mean(mine, k) for k in ("side_iou", "colour_error", "toy_r_precision", "janus")]
+        chamfer = [100 * r["chamfer"] / r["true_size"] for r in mine if "chamfer" in r]
         out.append([prompt, len(ious), f"{sum(ious) / len(ious):.3f}", f"{min(ious):.3f}",
+                    *("-" if c is None else f"{c:.3f}" for c in cells),
+                    f"{sum(chamfer) / len(chamfer):.1f}%" if chamfer else "-",
                     "" if bar is None else f"{bar:.2f}", met])
-    return markdown_table(["prompt", "seeds", "IoU mean", "IoU min", "bar",
-                           "seeds at or above the bar"], out)
+    return markdown_table(["prompt", "seeds", "IoU mean", "IoU min", "side IoU mean",
+                           "colour error mean", "toy R@1 mean", "Janus mean",
+                           "Chamfer mean (% of size)", "bar", "seeds at or above the bar"], out)
+
+
+def write_figures(rows: list[dict], run_dirs: list[Path], results_dir: Path, name: str) -> list[str]:
+    """An image strip per run and the IoU-against-step plot; their paths for the table."""
+    from .figures import eval_curve, plot_curves, write_strip
+
+    strips = []
+    for r, run_dir in zip(rows, run_dirs):
+        path = results_dir / "images" / name / f"{slugify(r['prompt'])}-seed{r['seed']}.png"
+        write_strip(run_dir, path)
+        strips.append(path)
+    curves: dict[str, list] = {}
+    for r, run_dir in zip(rows, run_dirs):
+        curve = eval_curve(run_dir)
+        if curve[0]:
+            curves.setdefault(r["prompt"], []).append(curve)
+    plot = results_dir / "plots" / f"{name}_iou_vs_step.png"
+    if curves:
+        plot_curves(curves, plot, "silhouette IoU (8 azimuths, 15 deg)",
+                    "IoU against step, one line per seed")
+    lines = [f"![IoU against step](plots/{plot.name})"] if curves else []
+    for prompt in dict.fromkeys(r["prompt"] for r in rows):
+        first = next(p for r, p in zip(rows, strips) if r["prompt"] == prompt)
+        lines.append(f"**{prompt}** (seed {first.stem.rsplit('seed', 1)[1]}, 8 azimuths from "
+                     f"the front): ![{prompt}](images/{name}/{first.name})")
+    return lines
 
 
 def run_toy_bench(cfg: DictConfig, prompts: list[str] | None, seeds: list[int],
@@ -91,14 +143,16 @@ def run_toy_bench(cfg: DictConfig, prompts: list[str] | None, seeds: list[int],
     for prompt in prompts:          # every bad prompt is refused before the first run starts
         prepare(prompt, cfg, root_check=False)
     runs_dir, results_dir = Path(runs), Path(results)
-    rows, total, started = [], len(prompts) * len(seeds), time.perf_counter()
+    rows, run_dirs, total, started = [], [], len(prompts) * len(seeds), time.perf_counter()
     for prompt in prompts:
         for seed in seeds:
-            rows.append(run_once(cfg, prompt, seed, runs_dir / f"{slugify(prompt)}-seed{seed}"))
+            run_dirs.append(runs_dir / f"{slugify(prompt)}-seed{seed}")
+            rows.append(run_once(cfg, prompt, seed, run_dirs[-1]))
             r = rows[-1]
             print(progress_line(len(rows), total, started,
                                 f"{prompt!r} seed {seed}: IoU {r['silhouette_iou']:.3f} (side "
                                 f"{r['side_iou']:.3f}), {r['total_seconds']:.0f} s"), flush=True)
+    gallery = write_figures(rows, run_dirs, results_dir, "toy")
     given = ""
     if prompts != list(DEFAULT_PROMPTS):
         given = " --prompts " + " ".join(repr(p) for p in prompts)
@@ -107,7 +161,8 @@ def run_toy_bench(cfg: DictConfig, prompts: list[str] | None, seeds: list[int],
     header = (f"# Toy-world benchmark\n\nCommand: `{command.strip()}`"
               f"\n\nMachine: {machine()}\n\n{METRICS}\n\n")
     write_text(results_dir / "toy.md",
-               header + _summary(rows) + "\n\n## Runs\n\n" + _table(rows) + "\n")
+               header + _summary(rows) + "\n\n## Runs\n\n" + _table(rows) + "\n\n## Gallery\n\n"
+               + "\n\n".join(gallery) + "\n")
     write_json(results_dir / "toy.json", {
         "command": command.strip(), "config_name": command_args[0], "machine": machine(),
         "argv": sys.argv, "config": OmegaConf.to_container(cfg), "rows": rows})

@@ -9,7 +9,8 @@ import torch
 from omegaconf import DictConfig
 
 from ..guidance.toy.raytrace import trace
-from ..guidance.toy.world import SHAPES, Caption
+from ..guidance.toy.prior import ToyWorldPrior
+from ..guidance.toy.world import COLORS, SHAPES, Caption
 from ..nerf.cameras import Cameras, orbit
 from ..nerf.renderer import render
 from .build import Scene
@@ -36,11 +37,15 @@ def _subset(cams: Cameras, idx: slice) -> Cameras:
     return Cameras(cams.azimuth[idx], cams.elevation[idx], cams.distance[idx], cams.fov[idx])
 
 
+EVAL_ELEVATIONS = (15.0, 40.0)      # inside the toy cameras' [-10, 45] degrees
+
+
 @torch.no_grad()
 def silhouette_iou(scene: Scene, caption: Caption, cfg: DictConfig, n_azimuths: int = 8,
-                   elevation: float = 15.0, size: int = 64, yaw_step: float = 9.0
-                   ) -> SilhouetteScores:
-    """IoU of the rendered opacity (> 0.5) with the true silhouette at ``n_azimuths`` views.
+                   elevations: tuple[float, ...] = EVAL_ELEVATIONS, size: int = 64,
+                   yaw_step: float = 9.0) -> SilhouetteScores:
+    """IoU of the rendered opacity (> 0.5) with the true silhouette at ``n_azimuths`` views
+    per elevation; every score is a mean over all of those views.
 
     The toy prior cannot tell a result's rotation about the vertical axis for objects whose
     references look alike from every azimuth (a cube is seen from random azimuths, and is
@@ -52,30 +57,79 @@ def silhouette_iou(scene: Scene, caption: Caption, cfg: DictConfig, n_azimuths: 
     stride = n_all // n_azimuths
     if stride * n_azimuths != n_all:
         raise ValueError("yaw_step must divide the spacing of the evaluation azimuths")
-    cams = orbit(n_all, elevation, sum(cfg.camera.distance) / 2, sum(cfg.camera.fov) / 2)
-    ours, truth = [], []
-    for start in range(0, n_all, 8):
-        part = _subset(cams, slice(start, start + 8))
-        out = render(scene.field, scene.grid, scene.background, part, size, size, scene.settings)
-        ours.append(out.opacity.cpu() > 0.5)
-        lights = part.positions / part.positions.norm(dim=-1, keepdim=True)
-        # one ray per pixel centre, as the NeRF's opacity is sampled: a supersampled truth
-        # would disagree on every boundary pixel that is half covered
-        truth.append(trace(caption, part, size, lights, (1.0, 1.0, 1.0), cfg.shading.ambient,
-                           cfg.shading.diffuse, supersample=1).mask > 0.5)
-    ours_all, truth_all = torch.cat(ours), torch.cat(truth)
+    distance, fov = sum(cfg.camera.distance) / 2, sum(cfg.camera.fov) / 2
+    ours, truth, azimuths = [], [], []
+    for elevation in elevations:
+        cams = orbit(n_all, elevation, distance, fov)
+        mine, true = [], []
+        for start in range(0, n_all, 8):
+            part = _subset(cams, slice(start, start + 8))
+            out = render(scene.field, scene.grid, scene.background, part, size, size,
+                         scene.settings)
+            mine.append(out.opacity.cpu() > 0.5)
+            lights = part.positions / part.positions.norm(dim=-1, keepdim=True)
+            # one ray per pixel centre, as the NeRF's opacity is sampled: a supersampled truth
+            # would disagree on every boundary pixel that is half covered
+            true.append(trace(caption, part, size, lights, (1.0, 1.0, 1.0), cfg.shading.ambient,
+                              cfg.shading.diffuse, supersample=1).mask > 0.5)
+        ours.append(torch.cat(mine))
+        truth.append(torch.cat(true))
+        azimuths = [float(cams.azimuth[j * stride]) for j in range(n_azimuths)]
     views = [j * stride for j in range(n_azimuths)]
 
     def scores_at(shift: int) -> list[float]:
-        return [_iou(ours_all[(v + shift) % n_all], truth_all[v]) for v in views]
+        return [_iou(o[(v + shift) % n_all], t[v]) for o, t in zip(ours, truth) for v in views]
 
     fixed = scores_at(0)
     best_shift = max(range(n_all), key=lambda k: sum(scores_at(k)))
-    azimuths = [float(cams.azimuth[v]) for v in views]
-    side = [s for s, a in zip(fixed, azimuths) if any(abs(a - x) < 1e-3 for x in SIDE_AZIMUTHS)]
+    side = [s for s, a in zip(fixed, azimuths * len(elevations))
+            if any(abs(a - x) < 1e-3 for x in SIDE_AZIMUTHS)]
     best_yaw = (best_shift * yaw_step + 180.0) % 360.0 - 180.0
+    best = scores_at(best_shift)
     return SilhouetteScores(sum(fixed) / len(fixed), sum(side) / max(len(side), 1),
-                            sum(scores_at(best_shift)) / n_azimuths, best_yaw, fixed, azimuths)
+                            sum(best) / len(best), best_yaw, fixed, azimuths)
+
+
+@torch.no_grad()
+def colour_error(scene: Scene, caption: Caption, cfg: DictConfig, n_azimuths: int = 8,
+                 elevations: tuple[float, ...] = EVAL_ELEVATIONS, size: int = 64) -> float:
+    """Mean absolute error of the albedo, in [0, 1] per channel, over the pixels that both
+    the result and the truth cover: the colour of the foreground, not its shape."""
+    errors, pixels = 0.0, 0
+    for elevation in elevations:
+        cams = orbit(n_azimuths, elevation, sum(cfg.camera.distance) / 2, sum(cfg.camera.fov) / 2)
+        out = render(scene.field, scene.grid, scene.background, cams, size, size,
+                     scene.settings, "albedo")
+        lights = cams.positions / cams.positions.norm(dim=-1, keepdim=True)
+        true = trace(caption, cams, size, lights, (1.0, 1.0, 1.0), 1.0, 0.0, supersample=1)
+        both = (out.opacity.cpu() > 0.5) & (true.mask > 0.5)
+        diff = (out.rgb.cpu() - true.rgb).abs().mean(dim=-1)
+        errors += float(diff[both].sum())
+        pixels += int(both.sum())
+    return errors / pixels if pixels else 1.0
+
+
+@torch.no_grad()
+def toy_r_precision(scene: Scene, caption: Caption, prior: ToyWorldPrior, cfg: DictConfig,
+                    n_azimuths: int = 8, elevations: tuple[float, ...] = EVAL_ELEVATIONS,
+                    per_caption: int = 32) -> float:
+    """The toy world's R-Precision: the share of renders whose nearest reference image (L2,
+    among ``per_caption`` references of every toy caption) belongs to their own caption."""
+    captions = [Caption(c, s) for s in SHAPES for c in COLORS]
+    refs = torch.cat([prior.references(c, per_caption) for c in captions]).flatten(1)
+    owner = torch.arange(len(captions)).repeat_interleave(per_caption)
+    own = captions.index(Caption(caption.color, caption.shape))
+    hits, total = 0, 0
+    for elevation in elevations:
+        cams = orbit(n_azimuths, elevation, sum(cfg.camera.distance) / 2, sum(cfg.camera.fov) / 2)
+        lights = cams.positions / cams.positions.norm(dim=-1, keepdim=True)
+        out = render(scene.field, scene.grid, scene.background, cams, cfg.height, cfg.width,
+                     scene.settings, "lambertian", lights)
+        ours = out.rgb.cpu().permute(0, 3, 1, 2).flatten(1)
+        nearest = torch.cdist(ours, refs).argmin(dim=1)
+        hits += int((owner[nearest] == own).sum())
+        total += len(nearest)
+    return hits / total
 
 
 @dataclass
@@ -173,3 +227,26 @@ def surface_scores(mesh_vertices: np.ndarray, mesh_faces: np.ndarray, caption: C
 @lru_cache(maxsize=8)
 def _true_samples(shape: str, count: int) -> np.ndarray:
     return true_surface_samples(Caption("white", shape), count)
+
+
+def toy_metrics(scene: Scene, prior: ToyWorldPrior, prompt: str, cfg: DictConfig,
+                mesh_vertices: np.ndarray | None, mesh_faces: np.ndarray | None,
+                density_threshold: float) -> dict:
+    """Every ground-truth score of a toy run, rounded, as ``summary.json`` keeps them."""
+    caption = prior.parse(prompt)
+    scores = silhouette_iou(scene, caption, cfg)
+    out = {"silhouette_iou": round(scores.iou, 4), "side_iou": round(scores.side_iou, 4),
+           "best_yaw_iou": round(scores.best_yaw_iou, 4), "best_yaw": scores.best_yaw,
+           "iou_per_view": [round(s, 4) for s in scores.per_view],
+           "eval_elevations": list(EVAL_ELEVATIONS),
+           "colour_error": round(colour_error(scene, caption, cfg), 4),
+           "toy_r_precision": round(toy_r_precision(scene, caption, prior, cfg), 4)}
+    if mesh_vertices is not None:
+        surface = surface_scores(mesh_vertices, mesh_faces, caption)
+        out.update(chamfer=round(surface.chamfer, 4),
+                   chamfer_best_yaw=round(surface.chamfer_best_yaw, 4),
+                   true_size=round(surface.size, 4))
+    janus = janus_score(scene, caption, density_threshold)
+    if janus is not None:
+        out.update(janus=round(janus.janus, 4), feature_volume=round(janus.feature_volume, 4))
+    return out

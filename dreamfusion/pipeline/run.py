@@ -19,7 +19,7 @@ from ..utils.atomic import write_png, write_text
 from .artifacts import validation_strip, write_json, write_turntable
 from .build import build_prior, build_scene
 from .checkpoint import CheckpointStore, Loaded, check_compatible
-from .evaluate import janus_score, silhouette_iou, surface_scores
+from .evaluate import silhouette_iou, toy_metrics
 from .inputs import check_output_root, new_run_dir, prepare, select_device
 from .runlog import EventLog, MetricsLog, truncate_metrics
 from .supervisor import Supervisor
@@ -78,12 +78,17 @@ def run(prompt: str, cfg: DictConfig, run_dir: Path | None = None, quiet: bool =
     distance, fov = sum(cfg.camera.distance) / 2, sum(cfg.camera.fov) / 2
     log = MetricsLog(metrics_path, cfg.steps, cfg.output.log_every, quiet, trainer.step)
 
+    caption = prior.parse(prompt) if isinstance(prior, ToyWorldPrior) else None
+
     def on_step(stats: StepStats) -> None:
         log(stats)
         if stats.fault is None and (stats.step % cfg.output.val_every == 0
                                     or stats.step == cfg.steps):
             write_png(run_dir / "val" / f"step_{stats.step:06d}.png",
                       validation_strip(scene, distance, fov, cfg.output.val_size))
+            if caption is not None:     # the curve of IoU against step (cheap: 8 views)
+                iou = silhouette_iou(scene, caption, cfg, elevations=(15.0,), yaw_step=45.0)
+                log.write({"step": stats.step, "eval_silhouette_iou": round(iou.iou, 4)})
 
     try:
         supervisor.run(on_step, on_rollback=lambda step: truncate_metrics(metrics_path, step))
@@ -110,19 +115,9 @@ def run(prompt: str, cfg: DictConfig, run_dir: Path | None = None, quiet: bool =
                      "hashgrid_backend": scene.field.encoding.active_backend,
                      "rollbacks": supervisor.rollbacks}
     if isinstance(prior, ToyWorldPrior):
-        scores = silhouette_iou(scene, prior.parse(prompt), cfg)
-        metrics.update(silhouette_iou=round(scores.iou, 4), side_iou=round(scores.side_iou, 4),
-                       best_yaw_iou=round(scores.best_yaw_iou, 4), best_yaw=scores.best_yaw,
-                       iou_per_view=[round(s, 4) for s in scores.per_view])
-        if mesh is not None:
-            surface = surface_scores(mesh.vertices, mesh.faces, prior.parse(prompt))
-            metrics.update(chamfer=round(surface.chamfer, 4),
-                           chamfer_best_yaw=round(surface.chamfer_best_yaw, 4),
-                           true_size=round(surface.size, 4))
-        janus = janus_score(scene, prior.parse(prompt), threshold)
-        if janus is not None:
-            metrics.update(janus=round(janus.janus, 4),
-                           feature_volume=round(janus.feature_volume, 4))
+        metrics.update(toy_metrics(scene, prior, prompt, cfg,
+                                   None if mesh is None else mesh.vertices,
+                                   None if mesh is None else mesh.faces, threshold))
     seconds = time.perf_counter() - started
     metrics["total_seconds"] = round(supervisor.seconds_before + seconds, 1)
     write_json(run_dir / "summary.json", {"prompt": prompt, "seed": cfg.seed, **metrics})

@@ -48,8 +48,11 @@ class MetricsLog:
             record = asdict(s) | {"seconds": round(time.perf_counter() - self.start, 3)}
             if record["fault"] is None:
                 del record["fault"]
-            with open(self.path, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(record) + "\n")
+            self.write(record)
+
+    def write(self, record: dict) -> None:
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
 
     def close(self) -> None:
         self.bar.close()
