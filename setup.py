@@ -27,6 +27,7 @@ setup(
         "imageio>=2.31",
         "pillow>=10.0",
         "tqdm>=4.66",
+        "matplotlib>=3.7",           # the bench's plots
         "safetensors>=0.4",
         # the Stable Diffusion and DeepFloyd IF priors; the toy prior needs none of them
         "diffusers>=0.30",

@@ -198,6 +198,11 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _one_line(text: str) -> str:
+    """Control characters (a newline inside an argument) escaped, so an error stays one line."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser = _parser()
@@ -210,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         commands = {"run": _run, "export": _export, "bench": _bench}
         return commands[args.command](args)
     except UserError as exc:
-        print(f"dreamfusion: error: {exc}", file=sys.stderr)
+        print(f"dreamfusion: error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
     except TrainingFailed as exc:                   # a diverged run is not the user's input
         print(f"dreamfusion: {exc}", file=sys.stderr)

@@ -54,6 +54,10 @@ def test_bench_remedies_writes_one_row_per_remedy(fast_overrides, tmp_path):
     assert all(0.0 <= r["janus"] <= 1.0 and "side_iou" in r for r in rows)
     saved = (tmp_path / "runs" / "interpolated-perp-neg-seed0" / "config.yaml").read_text()
     assert "perp_neg: true" in saved and "interpolate: true" in saved
+    for name in ("plots/remedies.png", "images/remedies/plain-prompt-seed0.png",
+                 "images/remedies/interpolated-perp-neg-seed0.png"):
+        assert (tmp_path / "res" / name).stat().st_size > 500, name
+        assert f"]({name})" in table
 
 
 def test_bench_remedies_refuses_bad_input_before_any_run(tmp_path, capsys):

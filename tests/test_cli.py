@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import torch
 import trimesh
@@ -69,3 +70,13 @@ def test_same_seed_same_result(fast_overrides, tmp_path):
         params.append(torch.load(ckpt, weights_only=True)["scene"]["field"])
     for key in params[0]:
         assert torch.equal(params[0][key], params[1][key]), key
+
+
+def test_a_run_that_makes_nothing_solid_finishes_and_says_so(fast_overrides, capsys):
+    assert main(["run", "a red cube", "--quiet", *fast_overrides, "export.threshold=1e9"]) == 0
+    err = capsys.readouterr().err
+    run_dir = next(Path(fast_overrides[-1].split("=", 1)[1]).iterdir())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert "empty at threshold 1e+09" in summary["export_error"] and "chamfer" not in summary
+    assert "no mesh written" in err and "no mesh written" in (run_dir / "run.log").read_text()
+    assert not (run_dir / "model.glb").exists()

@@ -22,7 +22,7 @@ _STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def normalise_caption(caption: str) -> str:
-    """Dream Fields' normalisation of a COCO caption before CLIP: ``q.lower().strip(' .,') + '.'``."""
+    """Dream Fields' normalisation of a caption for CLIP: ``q.lower().strip(' .,') + '.'``."""
     return caption.lower().strip(" .,") + "."
 
 
@@ -45,11 +45,11 @@ class ClipScorer:
 
         source = CLIP_MODELS.get(name_or_path, name_or_path)
         local = Path(source).expanduser()
+        where = str(local) if local.is_dir() else source
+        only_local = is_offline() or local.is_dir()
         try:
-            model = CLIPModel.from_pretrained(str(local) if local.is_dir() else source,
-                                              local_files_only=is_offline() or local.is_dir())
-            tokenizer = CLIPTokenizer.from_pretrained(str(local) if local.is_dir() else source,
-                                                      local_files_only=is_offline() or local.is_dir())
+            model = CLIPModel.from_pretrained(where, local_files_only=only_local)
+            tokenizer = CLIPTokenizer.from_pretrained(where, local_files_only=only_local)
         except (OSError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UserError(f"cannot load CLIP {name_or_path!r} (tried {source!r}): {first}; pass "

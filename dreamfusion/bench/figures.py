@@ -65,7 +65,7 @@ def plot_curves(curves: dict[str, list[tuple[list[int], list[float]]]], path: Pa
 
 def plot_bars(groups: list[str], series: dict[str, list[tuple[float, float]]], path: Path,
               title: str) -> None:
-    """Grouped bars: for each series, a (mean, min) per group; the min as a dark tick."""
+    """Grouped bars: for each series, a (mean, worst seed) per group; the worst as a tick."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -16,7 +16,7 @@ from ..pipeline.build import build_prior
 from ..pipeline.inputs import prepare
 from ..utils.atomic import write_text
 from .tables import markdown_table
-from .toy import machine, run_once
+from .toy import Progress, finished, machine, run_once, write_figures
 
 # each remedy is a set of overrides on the config (configs/toy.yaml unless --config)
 VARIANTS: dict[str, tuple[str, ...]] = {
@@ -34,12 +34,13 @@ VARIANTS: dict[str, tuple[str, ...]] = {
                                                "guidance.schedule=anneal_sqrt"),
 }
 METRICS = (
-    "IoU: silhouette IoU against the truth at 8 azimuths (whole object) and at the two side "
-    "views (+-90 deg), where a front-biased prior most often fails. Janus: the share of the "
-    "solid above the duck's body (its head and beak, which face +X) that lies at x < 0: 0 for "
-    "a right duck, about 0.5 for a two-headed one, 1 for one that faces backwards. Head "
-    "volume: that solid over the true head's, to show a head was made at all. Means over "
-    "seeds, with the worst seed in brackets.")
+    'IoU: silhouette IoU against the truth at 8 azimuths x 2 elevations (15 and 40 deg; whole'
+    ' object) and at the two side views (+-90 deg), where a front-biased prior most often '
+    "fails. Janus: the share of the solid above the duck's body (its head and beak, which "
+    'face +X) that lies at x < 0: 0 for a right duck, about 0.5 for a two-headed one, 1 for '
+    "one that faces backwards. Head volume: that solid over the true head's, to show a head "
+    "was made at all. Means over seeds, with the worst seed in brackets. 'view prompts' with "
+    "uniform t is DreamFusion's setting and our default.")
 
 
 def _cell(values: list[float], worst) -> str:
@@ -73,6 +74,20 @@ def _table(rows: list[dict]) -> str:
                            "side IoU vs plain", "side IoU vs view prompts", "train s"], out)
 
 
+def _plot(rows: list[dict], results: Path) -> str:
+    """The ablation at a glance: IoU, side-view IoU and Janus per remedy (mean, worst seed)."""
+    from .figures import plot_bars
+
+    names = list(dict.fromkeys(r["variant"] for r in rows))
+    series = {}
+    for key, worst in (("silhouette_iou", min), ("side_iou", min), ("janus", max)):
+        values = [[r[key] for r in rows if r["variant"] == n] for n in names]
+        series[key] = [(statistics.mean(v), worst(v)) for v in values]
+    plot_bars(names, series, results / "plots" / "remedies.png",
+              "Janus remedies on the toy duck (Janus: lower is better)")
+    return "plots/remedies.png"
+
+
 def run_remedies_bench(config: str, overrides: list[str], prompt: str, seeds: list[int],
                        variants: list[str] | None, results: str, runs: str) -> list[dict]:
     names = variants or list(VARIANTS)
@@ -86,19 +101,25 @@ def run_remedies_bench(config: str, overrides: list[str], prompt: str, seeds: li
         prepare(prompt, cfgs[name], root_check=False)
         if not SHAPES[build_prior(cfgs[name]).parse(prompt).shape].has_front:
             raise UserError(f"{prompt!r} has no front to turn into a Janus; try 'a yellow duck'")
-    rows = []
+    rows, run_dirs, progress = [], [], Progress(len(names) * len(seeds))
     for name in names:
         for seed in seeds:
             slug = re.sub(r"[^a-z0-9_]+", "-", name.lower()).strip("-")
-            row = run_once(cfgs[name], prompt, seed, Path(runs) / f"{slug}-seed{seed}")
+            run_dirs.append(Path(runs) / f"{slug}-seed{seed}")
+            trained = not finished(run_dirs[-1])
+            row = run_once(cfgs[name], prompt, seed, run_dirs[-1])
             rows.append({"variant": name, **row})
-            print(f"{name} seed {seed}: IoU {row['silhouette_iou']:.3f} side {row['side_iou']:.3f} "
-                  f"Janus {row['janus']:.3f}", flush=True)
+            print(progress.line(f"{name} seed {seed}: IoU {row['silhouette_iou']:.3f} side "
+                                f"{row['side_iou']:.3f} Janus {row['janus']:.3f}", trained),
+                  flush=True)
+    figures = write_figures(rows, run_dirs, Path(results), "remedies", key="variant")
+    figures.insert(0, f"![remedies]({_plot(rows, Path(results))})")
     command = (f"dreamfusion bench remedies --config {config} --prompt \"{prompt}\" --seeds "
                f"{' '.join(map(str, seeds))} --runs {runs} {' '.join(overrides)}").strip()
     body = (f"# Janus and noise-schedule remedies on the toy world\n\nCommand: `{command}`\n\n"
             f"Machine: {machine()}\n\n{METRICS}\n\n" + "Overrides per remedy: " +
-            "; ".join(f"{n}: `{' '.join(VARIANTS[n])}`" for n in names) + "\n\n" + _table(rows) + "\n")
+            "; ".join(f"{n}: `{' '.join(VARIANTS[n])}`" for n in names) + "\n\n" + _table(rows)
+            + "\n\n## Figures\n\n" + "\n\n".join(figures) + "\n")
     write_text(Path(results) / "remedies.md", body)
     write_json(Path(results) / "remedies.json", {
         "command": command, "machine": machine(), "variants": {n: VARIANTS[n] for n in names},

@@ -8,7 +8,6 @@ caption ranks first.
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
@@ -25,7 +24,7 @@ from ..pipeline.reexport import load_run
 from ..utils.atomic import write_png, write_text
 from .clip import ClipScorer, normalise_caption, r_precision
 from .tables import markdown_table
-from .toy import machine, progress_line, run_once
+from .toy import Progress, finished, machine, run_once
 
 # DreamFusion (Imagen, TPU), Table 1: R-Precision (%) on the 153 object-centric COCO captions
 PAPER = {"colour": {"B/32": 75.1, "B/16": 77.5, "L/14": 79.7},
@@ -76,13 +75,13 @@ def run_rprecision_bench(cfg: DictConfig, prompts_file: str | None, clip_names: 
     if not score_only:
         for caption in captions:            # every bad caption is refused before any run
             prepare(caption, cfg, root_check=False)
-        started = time.perf_counter()
-        for done, (caption, seed, run_dir) in enumerate(jobs, 1):
+        progress = Progress(len(jobs))
+        for caption, seed, run_dir in jobs:
+            trained = not finished(run_dir)
             run_once(cfg, caption, seed, run_dir)
-            print(progress_line(done, len(jobs), started, f"{caption!r} seed {seed}"), flush=True)
-    found = [(i, c, s, d) for i, (c, s, d) in
-             enumerate(jobs) if (d / "summary.json").is_file()]
-    missing = [str(d) for c, s, d in jobs if not (d / "summary.json").is_file()]
+            print(progress.line(f"{caption!r} seed {seed}", trained), flush=True)
+    found = [(i, c, s, d) for i, (c, s, d) in enumerate(jobs) if finished(d)]
+    missing = [str(d) for c, s, d in jobs if not finished(d)]
     if not found:
         raise UserError(f"no finished runs under {runs} for these captions and seeds; run the "
                         f"bench without --score-only to train them")

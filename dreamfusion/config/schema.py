@@ -145,6 +145,7 @@ class OutputConfig:
     turntable_size: int = 96
     turntable_elevation: float = 20.0
     log_every: int = 10
+    eval_every: int = 50                  # toy prior: IoU against the truth, for the curve
 
 
 @dataclass

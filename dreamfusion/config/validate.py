@@ -48,6 +48,7 @@ def validate(cfg: DictConfig) -> None:
               "marcher.grid_resolution", "marcher.update_every", "optim.lr",
               "export.resolution", "output.val_every", "output.val_size",
               "output.turntable_frames", "output.turntable_size", "output.log_every",
+              "output.eval_every",
               "guidance.references", "guidance.uncond_per_caption", "guidance.guidance_scale")
     _at_most(cfg, height=4096, width=4096, batch_size=256, **{
         "nerf.grid.n_levels": 32, "nerf.grid.features": 16, "marcher.grid_resolution": 512,

@@ -83,15 +83,19 @@ def density_grid(field: NeRFField, resolution: int, chunk: int = 1 << 16) -> np.
     return torch.cat(values).reshape(resolution, resolution, resolution).numpy()
 
 
+class NoSurface(UserError):
+    """The field has no surface at the threshold (empty, or solid everywhere)."""
+
+
 @torch.no_grad()
 def extract_mesh(field: NeRFField, resolution: int, threshold: float) -> Mesh:
-    """The ``density = threshold`` surface; an empty or all-solid field is a ``UserError``."""
+    """The ``density = threshold`` surface; an empty or all-solid field is ``NoSurface``."""
     grid = density_grid(field, resolution)
     lo, hi = float(grid.min()), float(grid.max())
     if not lo < threshold < hi:
         suggestion = math.sqrt(max(lo, 1e-6) * hi) if hi > 0 else 0.0
         state = "empty" if hi <= threshold else "solid everywhere"
-        raise UserError(f"the density field is {state} at threshold {threshold:.4g} (densities "
+        raise NoSurface(f"the density field is {state} at threshold {threshold:.4g} (densities "
                         f"range {lo:.4g}..{hi:.4g}); try export.threshold={suggestion:.4g}")
     # pad with empty space so surfaces touching the box are closed
     padded = np.pad(grid, 1, constant_values=min(lo, 0.0))

@@ -193,7 +193,11 @@ def true_surface_samples(caption: Caption, count: int, bound: float = 1.0,
         p = points.clone().requires_grad_(True)
         d = sdf(p)
         (g,) = torch.autograd.grad(d.sum(), p)
-        points = (p - (d / g.pow(2).sum(-1).clamp_min(1e-12)).unsqueeze(-1) * g).detach()
+        step = (d / g.pow(2).sum(-1).clamp_min(1e-12)).unsqueeze(-1) * g
+        # where the SDF has no gradient (a cone's apex and axis, a point exactly on a sqrt's
+        # zero) the point stays where marching cubes put it, within half a cell of the surface
+        ok = torch.isfinite(step).all(dim=-1, keepdim=True)
+        points = torch.where(ok, p - step, p).detach()
     return points.numpy()
 
 

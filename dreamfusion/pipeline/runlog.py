@@ -35,7 +35,8 @@ class EventLog:
 class MetricsLog:
     """The progress bar and ``metrics.jsonl`` (every ``every`` steps, flushed as written)."""
 
-    def __init__(self, path: Path, total: int, every: int, quiet: bool, start_step: int = 0) -> None:
+    def __init__(self, path: Path, total: int, every: int, quiet: bool,
+                 start_step: int = 0) -> None:
         self.path, self.every, self.total = path, every, total
         self.bar = tqdm(total=total, initial=start_step, disable=quiet, unit="step",
                         dynamic_ncols=True)
