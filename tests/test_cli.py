@@ -33,7 +33,7 @@ def test_end_to_end_run_writes_meshes(fast_overrides, tmp_path, capsys):
     state = torch.load(run_dir / "checkpoints/step_000006.pt", weights_only=True)
     assert state["trainer"]["step"] == 6 and {"field", "grid"} <= set(state["scene"])
     assert state["prompt"] == "a blue torus" and "steps: 6" in state["config"]
-    assert state["trainer"]["schedule"] == {"name": "uniform", "progress": 1.2,
+    assert state["trainer"]["schedule"] == {"name": "uniform", "progress": 1.0,
                                             "t_range": [0.02, 0.98]}
     assert "torch" in state["trainer"]["rng"]
     assert "exp_avg_sq" in state["trainer"]["optimizer"]["state"][0]

@@ -174,8 +174,9 @@ class Trainer:
 
     @property
     def progress(self) -> float:
-        """The fraction of the run done, which the timestep schedule follows."""
-        return self.step / max(self.cfg.steps - 1, 1)
+        """The fraction of the run done, which the timestep schedule follows: 0 at the first
+        step, 1 at the last (and after it, where the final checkpoint records it)."""
+        return min(self.step / max(self.cfg.steps - 1, 1), 1.0)
 
     def load_state_dict(self, state: dict, restore_rng: bool = True) -> None:
         self.step = int(state["step"])
