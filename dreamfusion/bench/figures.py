@@ -33,23 +33,27 @@ def eval_curve(run_dir: Path) -> tuple[list[int], list[float]]:
     return steps, values
 
 
-def _save(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-
-
-def plot_curves(curves: dict[str, list[tuple[list[int], list[float]]]], path: Path,
-                ylabel: str, title: str) -> None:
-    """One colour per label, one line per run (seed) of that label."""
+def _pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (no display on a server or in CI);
+    imported late, since only the benches draw."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    _pyplot().close(fig)
+
+
+def plot_curves(curves: dict[str, list[tuple[list[int], list[float]]]], path: Path,
+                ylabel: str, title: str) -> None:
+    """One colour per label, one line per run (seed) of that label."""
+    fig, ax = _pyplot().subplots(figsize=(6.4, 4.0))
     for k, (label, runs) in enumerate(curves.items()):
         for j, (steps, values) in enumerate(runs):
             ax.plot(steps, values, color=f"C{k}", alpha=0.8, marker="o", markersize=3,
@@ -66,12 +70,7 @@ def plot_curves(curves: dict[str, list[tuple[list[int], list[float]]]], path: Pa
 def plot_bars(groups: list[str], series: dict[str, list[tuple[float, float]]], path: Path,
               title: str) -> None:
     """Grouped bars: for each series, a (mean, worst seed) per group; the worst as a tick."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(max(6.4, 0.9 * len(groups) + 2), 4.0))
+    fig, ax = _pyplot().subplots(figsize=(max(6.4, 0.9 * len(groups) + 2), 4.0))
     width = 0.8 / max(len(series), 1)
     for k, (name, values) in enumerate(series.items()):
         xs = [i + (k - (len(series) - 1) / 2) * width for i in range(len(groups))]

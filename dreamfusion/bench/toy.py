@@ -68,6 +68,7 @@ class Progress:
 
 
 def finished(run_dir: Path) -> bool:
+    """Whether the run wrote its summary, its last file: a bench re-run skips it."""
     return (run_dir / "summary.json").is_file()
 
 
