@@ -65,6 +65,7 @@ CASES = [
     (["run", "a red cube", "seed=-1"], "config seed"),
     (["run", "a red cube", "export.formats=[fbx]"], "unknown format 'fbx'"),
     (["run", "a red cube", "checkpoint.every=0"], "checkpoint.every"),
+    (["run", "a red cube", "output.eval_every=0"], "config output.eval_every: must be > 0"),
     (["run", "a red cube", "guidance.model=\udcff"], "guidance.model: is not valid UTF-8"),
     (["run", "a red cube", "faults.lr_factor=2"], "faults.lr_factor"),
     (["run", "a red cube", "guidance.schedule=cosine"], "guidance.schedule"),
