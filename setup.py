@@ -35,6 +35,7 @@ setup(
         "huggingface_hub>=0.24",
         "accelerate>=0.30",          # loads large checkpoints without a second copy in memory
         "sentencepiece>=0.2",        # IF's T5 tokenizer ships as a sentencepiece model
+        "protobuf>=3.20",            # ... which transformers converts through protobuf
         "ninja>=1.11",               # builds the optional CPU kernel on first use
     ],
     # tiny-cuda-nn has no wheel on PyPI: see the README for its one-line source install

@@ -1,6 +1,8 @@
+import math
+
 import pytest
 
-from dreamfusion.guidance.prompts import PromptSettings, target_for
+from dreamfusion.guidance.prompts import PromptSettings, perp_neg_weights, target_for
 from dreamfusion.guidance.views import ViewRule, view_of, view_weights
 
 RULES = (ViewRule("overhead", ", overhead view", (0.0,), 180.0, 60.0, 90.0),
@@ -46,10 +48,23 @@ def test_targets_for_each_remedy():
     perp = PromptSettings("a yellow duck", RULES, interpolate=True, perp_neg=True,
                           perp_neg_weight=2.0)
     t = target_for(30.0, 10.0, perp)
-    assert dict(t.negatives) == pytest.approx({"a yellow duck, front view": 2 / 3,
-                                              "a yellow duck, back view": 2.0,
-                                              "a yellow duck, side view": 4 / 3})
-    t = target_for(90.0, 10.0, perp)
-    assert dict(t.negatives) == pytest.approx({"a yellow duck, front view": 2.0,
-                                              "a yellow duck, back view": 2.0})
+    r = 2 / 3               # threestudio's position between side (0) and front (1)
+    assert dict(t.negatives) == pytest.approx({
+        "a yellow duck, front view": 2.0 * (4 * math.exp(-r / 2) - 2.426),
+        "a yellow duck, side view": 2.0 * (4 * math.exp(-(1 - r) / 2) - 2.426)})
     assert target_for(0.0, 80.0, perp).negatives == ()          # overhead: no Perp-Neg
+
+
+@pytest.mark.parametrize("azimuth, expected", [
+    (0.0, {"side": 1.574}),                         # the front's own prompt is no negative
+    (90.0, {"front": 1.574}), (-90.0, {"front": 1.574}),
+    (180.0, {"front": 1.967, "side": 0.394})])
+def test_perp_neg_weights_follow_the_paper_and_threestudio(azimuth, expected):
+    settings = PromptSettings("a duck", RULES, perp_neg=True)
+    got = {name.split(", ")[1].split()[0]: w
+           for name, w in target_for(azimuth, 10.0, settings).negatives}
+    assert got == pytest.approx(expected, abs=1e-3)
+    # continuous where the anchors meet, whichever side the camera is on
+    a, b = perp_neg_weights(89.999), perp_neg_weights(90.001)
+    assert a["front"] == pytest.approx(b["front"], abs=1e-3)
+    assert a["side"] == pytest.approx(b["side"], abs=1e-3)

@@ -1,3 +1,6 @@
+import math
+
+import pytest
 import torch
 
 from dreamfusion.config import load_config
@@ -34,7 +37,8 @@ def test_negative_prompt_and_perp_neg_reach_the_condition():
                    torch.full((1,), 40.0))
     cond = trainer.resolve(trainer.targets_for(cams)[0])
     assert cond.positive.images.shape[0] == 2 * trainer.cfg.guidance.references
-    assert len(cond.negatives) == 3
+    assert [w for _, w in cond.negatives] == pytest.approx(      # front and side, at 30 deg
+        [4 * math.exp(-1 / 3) - 2.426, 4 * math.exp(-1 / 6) - 2.426])
     assert cond.unconditional is trainer.condition("a red cube")
 
 

@@ -41,13 +41,36 @@ def clip_tokenizer():
     return CLIPTokenizer(vocab=vocab, merges=list(dict.fromkeys(merges)), model_max_length=77)
 
 
-def t5_tokenizer():
+def write_t5_tokenizer(folder: Path) -> Path:
+    """A T5 tokenizer in the form DeepFloyd IF's repositories publish it: ``spiece.model``
+    (a sentencepiece unigram model, trained here on the test words), ``tokenizer_config.json``
+    and ``special_tokens_map.json``, and no ``tokenizer.json``, so that loading it takes the
+    same conversion (sentencepiece + protobuf) as loading the real one."""
+    import io
+    import json
+
+    import sentencepiece as spm
+
+    folder.mkdir(parents=True, exist_ok=True)
+    corpus = [" ".join(WORDS[i:] + WORDS[:i]) for i in range(len(WORDS))] * 4
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(corpus), model_writer=model, vocab_size=60, model_type="unigram",
+        pad_id=0, eos_id=1, unk_id=2, bos_id=-1, pad_piece="<pad>", eos_piece="</s>",
+        unk_piece="<unk>", hard_vocab_limit=False, minloglevel=2, num_threads=1)
+    (folder / "spiece.model").write_bytes(model.getvalue())
+    special = {"pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>"}
+    (folder / "special_tokens_map.json").write_text(json.dumps(special))
+    (folder / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "T5Tokenizer", "model_max_length": 77, "extra_ids": 0,
+         "additional_special_tokens": [], **special}))
+    return folder
+
+
+def t5_tokenizer(folder: Path):
     from transformers import T5Tokenizer
 
-    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
-    pieces += [("\u2581" + w, -1.0) for w in WORDS] + [(c, -5.0) for c in "abcdefghijklmnopqrstuvwxyz,"]
-    pieces += [("\u2581", -3.0)]
-    return T5Tokenizer(vocab=pieces, extra_ids=0)
+    return T5Tokenizer.from_pretrained(write_t5_tokenizer(folder))
 
 
 def _unet(**kw):
@@ -88,8 +111,11 @@ def save_tiny_deepfloyd_if(folder: Path, seed: int = 0) -> Path:
     from diffusers import DDPMScheduler, IFPipeline
     from transformers import T5Config, T5EncoderModel
 
+    import shutil
+
     torch.manual_seed(seed)
-    tokenizer = t5_tokenizer()
+    published = Path(str(folder) + "-tokenizer")
+    tokenizer = t5_tokenizer(published)
     text_encoder = T5EncoderModel(T5Config(vocab_size=len(tokenizer), d_model=32, d_ff=37,
                                            d_kv=8, num_layers=2, num_heads=4,
                                            pad_token_id=tokenizer.pad_token_id,
@@ -102,4 +128,6 @@ def save_tiny_deepfloyd_if(folder: Path, seed: int = 0) -> Path:
                       scheduler=scheduler, safety_checker=None, feature_extractor=None,
                       watermarker=None, requires_safety_checker=False)
     pipe.save_pretrained(folder)
+    shutil.rmtree(folder / "tokenizer")         # transformers writes tokenizer.json; IF has none
+    shutil.copytree(published, folder / "tokenizer")
     return folder

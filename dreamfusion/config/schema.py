@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Any, List, Optional
 
 
 @dataclass
@@ -13,6 +13,11 @@ class HashGridConfig:
     base_resolution: int = 16
     growth: float = 1.447269237440378     # 16 levels from 16 to 2048
     backend: str = "auto"      # auto (tcnn on CUDA, cpp on CPU, where available) | tcnn | cpp | torch
+    # coarse to fine (threestudio's progressive hash grid): only the first `start_levels`
+    # levels are used at first, one more every `level_every` steps from `start_step`
+    start_levels: int = 0      # 0 (or n_levels and more): every level from the first step
+    start_step: int = 0
+    level_every: int = 500
 
 
 @dataclass
@@ -23,6 +28,10 @@ class NeRFConfig:
     layers: int = 1
     blob_density: float = 5.0
     blob_radius: float = 0.5
+    # analytic (autograd, needs second derivatives: PyTorch encoding only) or
+    # finite_difference (central differences over fd_eps: every encoding backend)
+    normals: str = "finite_difference"
+    fd_eps: float = 0.01
 
 
 @dataclass
@@ -106,7 +115,8 @@ class GuidanceConfig:
     tp_sigma: float = 0.25
     # diffusers priors only
     model: str = ""                       # hub id or local folder in diffusers format
-    render_size: int = 512                # renders are resized to this before the VAE (SD)
+    render_size: Optional[int] = None     # renders are resized to this (SD: before the VAE);
+                                          # None: the UNet's sample_size x the VAE's factor
     half_precision: bool = True           # fp16 weights on CUDA (always fp32 on the CPU)
     text_cache: bool = True               # cache text embeddings on disk, keyed by model and prompt
     # toy prior only
@@ -114,6 +124,16 @@ class GuidanceConfig:
     uncond_per_caption: int = 8
     front_bias: float = 0.8
     cache_dir: str = ""                   # empty: $DREAMFUSION_CACHE or ~/.cache/dreamfusion
+
+
+@dataclass
+class RegularizerConfig:
+    """Weights of the terms added to the SDS loss. Each is a number (constant) or
+    ``[start_step, start_value, end_value, end_step]``: linear between the two steps and
+    constant outside them (threestudio's notation)."""
+    orientation: Any = 0.0                # Ref-NeRF's: sum_i w_i max(0, n_i . d)^2 per ray
+    sparsity: Any = 0.0                   # mean sqrt(opacity^2 + 0.01) (threestudio)
+    entropy: Any = 0.0                    # mean binary entropy of opacity (stable-dreamfusion)
 
 
 @dataclass
@@ -179,6 +199,7 @@ class RunConfig:
     background: BackgroundConfig = field(default_factory=BackgroundConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
+    regularizers: RegularizerConfig = field(default_factory=RegularizerConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     output: OutputConfig = field(default_factory=OutputConfig)

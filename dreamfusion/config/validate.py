@@ -8,6 +8,7 @@ from omegaconf import DictConfig, ListConfig
 from ..errors import UserError
 from ..guidance.schedules import SCHEDULES
 from ..guidance.sds import WEIGHTINGS
+from ..nerf.field import NORMALS
 from ..nerf.hashgrid import BACKENDS
 from ..nerf.marcher import MARCHERS
 
@@ -52,7 +53,7 @@ def validate(cfg: DictConfig) -> None:
               "guidance.references", "guidance.uncond_per_caption", "guidance.guidance_scale")
     _at_most(cfg, height=4096, width=4096, batch_size=256, **{
         "nerf.grid.n_levels": 32, "nerf.grid.features": 16, "marcher.grid_resolution": 512,
-        "export.resolution": 1024, "guidance.render_size": 4096})
+        "export.resolution": 1024})
     _check(cfg.seed >= 0, "seed", f"must be >= 0, got {cfg.seed}")
     _check(10 <= cfg.nerf.grid.table_size_log2 <= 24, "nerf.grid.table_size_log2",
            f"must be in [10, 24], got {cfg.nerf.grid.table_size_log2}")
@@ -78,7 +79,8 @@ def validate(cfg: DictConfig) -> None:
     _check(g.prior in PRIORS, "guidance.prior", f"must be one of {', '.join(PRIORS)}, got {g.prior!r}")
     _check(g.prior == "toy" or g.model.strip() != "", "guidance.model",
            f"is needed by the {g.prior} prior: a hub id or a local folder in diffusers format")
-    _check(g.render_size >= 8, "guidance.render_size", f"must be >= 8, got {g.render_size}")
+    _check(g.render_size is None or 8 <= g.render_size <= 4096, "guidance.render_size",
+           f"must be null (the model's own size) or in [8, 4096], got {g.render_size}")
     _check(g.tp_sigma > 0, "guidance.tp_sigma", f"must be > 0, got {g.tp_sigma}")
     _check(cfg.prompt.perp_neg_weight >= 0, "prompt.perp_neg_weight", "must be >= 0")
     _check(g.weighting in WEIGHTINGS, "guidance.weighting", f"must be one of {', '.join(WEIGHTINGS)}")
@@ -102,6 +104,49 @@ def validate(cfg: DictConfig) -> None:
     _check(not bad, "export.formats", f"unknown format {bad[0]!r} (glb, obj)" if bad else "")
     _check(cfg.device in ("cpu", "cuda", "auto"), "device", f"must be cpu, cuda or auto, got {cfg.device!r}")
     _validate_resilience(cfg)
+    _validate_geometry(cfg)
+    _validate_regularizers(cfg)
+
+
+def _validate_geometry(cfg: DictConfig) -> None:
+    n = cfg.nerf
+    _check(n.normals in NORMALS, "nerf.normals",
+           f"must be one of {', '.join(NORMALS)}, got {n.normals!r}")
+    _check(0.0 < n.fd_eps <= 0.5 * n.bound, "nerf.fd_eps",
+           f"must be in (0, nerf.bound / 2], got {n.fd_eps}")
+    g = n.grid
+    _check(g.start_levels >= 0, "nerf.grid.start_levels",
+           f"must be >= 0 (0 or n_levels and more: every level), got {g.start_levels}")
+    _check(g.start_step >= 0, "nerf.grid.start_step", f"must be >= 0, got {g.start_step}")
+    _check(g.level_every >= 1, "nerf.grid.level_every", f"must be >= 1, got {g.level_every}")
+    p = cfg.prompt
+    if p.perp_neg:
+        _check(p.view_dependent, "prompt.perp_neg",
+               "needs prompt.view_dependent=true: its negatives are the other views' prompts")
+        names = {v.name for v in p.views}
+        _check({"front", "side", "back"} <= names, "prompt.perp_neg",
+               f"needs view rules named front, side and back in prompt.views, got "
+               f"{', '.join(sorted(names))}")
+
+
+def _validate_regularizers(cfg: DictConfig) -> None:
+    for name, value in cfg.regularizers.items():
+        key = f"regularizers.{name}"
+        if isinstance(value, ListConfig):
+            v = list(value)
+            ok = (len(v) == 4 and all(_is_number(x) for x in v) and 0 <= v[0] < v[3]
+                  and v[1] >= 0 and v[2] >= 0)
+            _check(ok, key, "must be a weight >= 0 or [start_step, start_value, end_value, "
+                            f"end_step] with 0 <= start_step < end_step and weights >= 0, got {v}")
+            _check(all(math.isfinite(float(x)) for x in v), key, f"must be finite, got {v}")
+        else:
+            _check(_is_number(value) and math.isfinite(float(value)) and float(value) >= 0, key,
+                   f"must be a weight >= 0 or [start_step, start_value, end_value, end_step], "
+                   f"got {value!r}")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _validate_resilience(cfg: DictConfig) -> None:

@@ -6,6 +6,8 @@ from torch import nn
 
 from .hashgrid import HashGridEncoding
 
+NORMALS = ("analytic", "finite_difference")
+
 
 def _mlp(n_in: int, hidden: int, n_out: int, layers: int) -> nn.Sequential:
     dims = [n_in] + [hidden] * layers
@@ -24,8 +26,12 @@ class NeRFField(nn.Module):
     """
 
     def __init__(self, bound: float, encoding: HashGridEncoding, hidden: int, layers: int,
-                 blob_density: float, blob_radius: float) -> None:
+                 blob_density: float, blob_radius: float, normals: str = "analytic",
+                 fd_eps: float = 0.01) -> None:
         super().__init__()
+        if normals not in NORMALS:
+            raise ValueError(f"normals must be one of {NORMALS}, got {normals!r}")
+        self.normals, self.fd_eps = normals, fd_eps
         self.bound = bound
         self.encoding = encoding
         self.density_head = _mlp(encoding.output_dim, hidden, 1, layers)
@@ -50,12 +56,25 @@ class NeRFField(nn.Module):
 
     def forward(self, x: torch.Tensor, with_normals: bool = False
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Density (N,), albedo (N, 3) and, if asked, unit normals ``-grad sigma / |grad sigma|``.
+        """Density (N,), albedo (N, 3) and, if asked, unit normals ``-grad s / |grad s|`` of the
+        pre-activation density ``s`` (same direction as sigma's, better conditioned).
 
-        The normal is the gradient of the pre-activation density (same direction, better
-        conditioned); it is kept in the graph so shading can train the geometry.
+        ``normals="analytic"`` differentiates ``s`` by autograd and keeps that gradient in the
+        graph (a second derivative in the loss's backward, which only the PyTorch encoding
+        has). ``"finite_difference"`` takes forward differences,
+        ``grad_d s ~ (s(x + eps e_d) - s(x)) / eps``: three more density evaluations (central
+        differences would take six, for an error of O(eps^2) instead of O(eps), where eps is
+        already below the finest cell), first derivatives only, so every encoding backend
+        serves them.
         """
-        if with_normals:
+        if not with_normals:
+            features = self._features(x)
+            raw = self._raw_density(x, features)
+            normals = None
+        elif self.normals == "finite_difference":
+            features, raw, grad = self._finite_difference(x)
+            normals = -grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        else:
             training = torch.is_grad_enabled()
             with torch.enable_grad():
                 x = x.detach().requires_grad_(True)
@@ -65,12 +84,20 @@ class NeRFField(nn.Module):
             if not training:
                 features, raw = features.detach(), raw.detach()
             normals = -grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-        else:
-            features = self._features(x)
-            raw = self._raw_density(x, features)
-            normals = None
         albedo = torch.sigmoid(self.albedo_head(features))
         return _activation(raw), albedo, normals
+
+    def _finite_difference(self, x: torch.Tensor
+                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Features (N, F) and raw density (N,) at ``x`` (N, 3), and the forward-difference
+        gradient of the raw density (N, 3), from one encoding call on the 4N points."""
+        n = x.shape[0]
+        offsets = torch.eye(3, device=x.device, dtype=x.dtype) * self.fd_eps
+        points = torch.cat([x, (x.unsqueeze(1) + offsets).reshape(-1, 3)])
+        features = self._features(points)
+        raw = self._raw_density(points, features)
+        grad = (raw[n:].view(n, 3) - raw[:n].unsqueeze(-1)) / self.fd_eps
+        return features[:n], raw[:n], grad
 
 
 def _activation(raw: torch.Tensor) -> torch.Tensor:

@@ -97,7 +97,8 @@ class HashGridEncoding(nn.Module):
 
     def __init__(self, n_levels: int = 16, features: int = 2, table_size_log2: int = 19,
                  base_resolution: int = 16, growth: float = 1.447269237440378,
-                 backend: str = "torch") -> None:
+                 backend: str = "torch", start_levels: int = 0, start_step: int = 0,
+                 level_every: int = 500) -> None:
         super().__init__()
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -119,6 +120,26 @@ class HashGridEncoding(nn.Module):
             raise ValueError("dense levels must come before hashed ones")
         self.table_size = 1 << table_size_log2
         self.register_buffer("_primes", torch.tensor(_PRIMES).view(1, 1, 3, 1), persistent=False)
+        # coarse to fine: the finer levels' features are masked to zero until their step;
+        # the table keeps every level, so checkpoints and backends do not depend on the step
+        self.start_levels = start_levels if 0 < start_levels < n_levels else n_levels
+        self.start_step, self.level_every = start_step, max(level_every, 1)
+        self.active_levels = self.start_levels
+
+    def levels_at(self, step: int) -> int:
+        """Levels in use at ``step``: ``start_levels``, one more every ``level_every`` steps
+        from ``start_step`` (threestudio's ProgressiveBandHashGrid schedule), at most all."""
+        grown = max(step - self.start_step, 0) // self.level_every
+        return min(self.start_levels + grown, self.n_levels)
+
+    def set_step(self, step: int) -> None:
+        self.active_levels = self.levels_at(step)
+
+    def _mask(self, out: torch.Tensor) -> torch.Tensor:
+        if self.active_levels >= self.n_levels:
+            return out
+        keep = torch.arange(self.output_dim, device=out.device) < self.active_levels * self.features
+        return out * keep.to(out.dtype)
 
     def kernel_for(self, device_type: str) -> str:
         """The kernel that serves float32 calls without second derivatives on ``device_type``
@@ -207,8 +228,12 @@ class HashGridEncoding(nn.Module):
         """Features of points ``x`` (N, 3) in ``[0, 1]^3``; returns (N, n_levels * features).
 
         ``f_l(x) = sum_c w_c(x) * table[index_l(cell(x) + c)]`` over the 8 corners ``c``,
-        with ``w_c = prod_d (frac_d if c_d else 1 - frac_d)``.
+        with ``w_c = prod_d (frac_d if c_d else 1 - frac_d)``; levels past ``active_levels``
+        (coarse to fine) give zeros.
         """
+        return self._mask(self._encode(x))
+
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
         kernel = self._kernel(x)
         if kernel == "cpp":
             from .hashgrid_cpp import CppHashGrid

@@ -3,8 +3,12 @@ tooling on first use and cached; ``None``, with the reason, where it cannot be b
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import platform
+import shutil
+import subprocess
+import sys
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -28,27 +32,64 @@ def _cpu_tag() -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
+_FLAGS = ["-O3", "-fopenmp", "-ffp-contract=off", "-fno-trapping-math"]
+
+
+def _source() -> Path:
+    return Path(str(resources.files("dreamfusion.extensions") / "hashgrid" / "hashgrid_cpu.cpp"))
+
+
+def _compiler_version() -> str:
+    """The C++ compiler torch would use (``$CXX`` or ``c++``) and its version line."""
+    compiler = os.environ.get("CXX", "c++")
+    path = shutil.which(compiler) or compiler
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30)
+        return f"{path} {out.stdout.splitlines()[0] if out.stdout else ''}"
+    except (OSError, subprocess.SubprocessError):
+        return path
+
+
+def build_key(native: bool) -> str:
+    """Everything that changes the build: torch's build and headers (its install folder, so
+    two venvs never share ``build.ninja``, which embeds the include paths), the Python that
+    loads it, the compiler, the flags, the source and, for ``-march=native``, the CPU."""
+    import torch.utils.cpp_extension as ext
+
+    parts = [torch.__version__, os.path.dirname(torch.__file__), sys.executable, sys.version,
+             _compiler_version(), " ".join(_FLAGS), str(native), _cpu_tag() if native else "",
+             hashlib.sha256(_source().read_bytes()).hexdigest(),
+             " ".join(ext.include_paths())]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
 def _build_dir(native: bool) -> Path:
     root = Path(os.environ.get("DREAMFUSION_CACHE", Path.home() / ".cache" / "dreamfusion"))
     tag = f"torch{torch.__version__}".replace("+", "_")
-    target = f"native-{_cpu_tag()}" if native else "generic"
-    return root / "extensions" / f"hashgrid_cpu-{tag}-{target}"
+    target = "native" if native else "generic"
+    return root / "extensions" / f"hashgrid_cpu-{tag}-{target}-{build_key(native)}"
+
+
+def _quiet_cpp_extension() -> None:
+    """A CUDA build of torch on a machine without a GPU warns "No CUDA runtime is found" when
+    its extension tooling is imported; this kernel is CPU-only, so the warning says nothing
+    true about it and would be the first line of every run."""
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
 
 def _build(native: bool) -> Any:
+    _quiet_cpp_extension()
     from torch.utils.cpp_extension import load
 
-    source = resources.files("dreamfusion.extensions") / "hashgrid" / "hashgrid_cpu.cpp"
     build = _build_dir(native)
     build.mkdir(parents=True, exist_ok=True)
     # the cell arithmetic vectorizes with the CPU's own SIMD (AVX2 or wider: about 1.4x), and
     # only without trapping math (GCC keeps floor() scalar otherwise; results are identical).
     # No fused multiply-adds: x * scale + 0.5 must round as in the reference, or points on a
     # cell boundary land in the neighbouring cell.
-    flags = ["-O3", "-fopenmp", "-ffp-contract=off", "-fno-trapping-math"]
-    flags += ["-march=native"] if native else []
+    flags = _FLAGS + (["-march=native"] if native else [])
     return load(name="dreamfusion_hashgrid_cpu" + ("_native" if native else ""),
-                sources=[str(source)], build_directory=str(build), extra_cflags=flags,
+                sources=[str(_source())], build_directory=str(build), extra_cflags=flags,
                 extra_ldflags=["-fopenmp"], verbose=False)
 
 

@@ -10,7 +10,8 @@ from .field import NeRFField
 from .marcher import RaySamples, march_rays
 from .occupancy import OccupancyGrid
 from .shading import Background, shade
-from .volrend import accumulate_along_rays, render_transmittance, render_weights
+from .volrend import (accumulate_along_rays, orientation_loss, render_transmittance,
+                      render_weights)
 
 
 @dataclass
@@ -28,6 +29,7 @@ class Rendered:
     opacity: torch.Tensor    # (B, H, W)
     depth: torch.Tensor      # (B, H, W)
     n_samples: int
+    orientation: torch.Tensor | None = None   # () Ref-NeRF's penalty, where normals were taken
 
 
 def _cull_terminated(field: NeRFField, origins: torch.Tensor, dirs: torch.Tensor,
@@ -48,8 +50,12 @@ def _cull_terminated(field: NeRFField, origins: torch.Tensor, dirs: torch.Tensor
 
 def render(field: NeRFField, grid: OccupancyGrid | None, background: Background,
            cameras: Cameras, height: int, width: int, settings: RenderSettings,
-           mode: str = "albedo", light_dirs: torch.Tensor | None = None) -> Rendered:
-    """Render ``cameras`` with one shading ``mode``; ``light_dirs`` (B, 3) for shaded modes."""
+           mode: str = "albedo", light_dirs: torch.Tensor | None = None,
+           with_normals: bool = False) -> Rendered:
+    """Render ``cameras`` with one shading ``mode``; ``light_dirs`` (B, 3) for shaded modes.
+
+    Shaded modes take normals; ``with_normals`` takes them in albedo mode too. Where normals
+    are taken, ``Rendered.orientation`` holds their orientation penalty."""
     device = next(field.parameters()).device
     origins, dirs = cameras.rays(height, width)
     b = len(cameras)
@@ -58,7 +64,8 @@ def render(field: NeRFField, grid: OccupancyGrid | None, background: Background,
     samples = march_rays(origins, dirs, grid, field.bound, settings.step_size, settings.marcher)
     samples = _cull_terminated(field, origins, dirs, samples, n_rays, settings.early_stop_eps)
     idx = samples.ray_indices
-    sigmas, albedo, normals = field(samples.points(origins, dirs), with_normals=mode != "albedo")
+    sigmas, albedo, normals = field(samples.points(origins, dirs),
+                                    with_normals=with_normals or mode != "albedo")
     weights = render_weights(sigmas, samples.t_ends - samples.t_starts, idx, n_rays)
     lights = None
     if light_dirs is not None:
@@ -69,5 +76,8 @@ def render(field: NeRFField, grid: OccupancyGrid | None, background: Background,
     mid = 0.5 * (samples.t_starts + samples.t_ends)
     depth = accumulate_along_rays(weights, mid.unsqueeze(-1), idx, n_rays).squeeze(-1)
     rgb = rgb + (1.0 - opacity).unsqueeze(-1) * background(dirs)
+    orientation = None
+    if normals is not None:
+        orientation = orientation_loss(weights, normals, dirs[idx], idx, n_rays)
     return Rendered(rgb.view(b, height, width, 3), opacity.view(b, height, width),
-                    depth.view(b, height, width), int(idx.numel()))
+                    depth.view(b, height, width), int(idx.numel()), orientation)

@@ -54,3 +54,17 @@ def accumulate_along_rays(weights: torch.Tensor, values: torch.Tensor | None = N
         return src.sum(dim=1)
     out = src.new_zeros((n_rays,) + tuple(src.shape[1:]))
     return out.index_add(0, ray_indices, src)
+
+
+def orientation_loss(weights: torch.Tensor, normals: torch.Tensor, dirs: torch.Tensor,
+                     ray_indices: torch.Tensor, n_rays: int) -> torch.Tensor:
+    """Ref-NeRF's orientation penalty on packed samples, per ray that sees anything:
+    ``sum_i stopgrad(w_i) max(0, n_i . d_i)^2 / #{rays with sum_i w_i > 0}``.
+
+    ``weights`` (M,), ``normals`` (M, 3) outward unit normals, ``dirs`` (M, 3) the ray
+    directions (camera to point). It penalises normals that face away from the camera, which
+    is what turns a surface's back side into floaters and hollow shells.
+    """
+    facing_away = (normals * dirs).sum(-1).clamp_min(0.0)
+    seen = (accumulate_along_rays(weights.detach(), None, ray_indices, n_rays) > 0).sum()
+    return (weights.detach() * facing_away ** 2).sum() / seen.clamp_min(1)

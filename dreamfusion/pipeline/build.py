@@ -28,13 +28,18 @@ class Scene:
     def modules(self) -> dict[str, torch.nn.Module]:
         return {"field": self.field, "grid": self.grid, "background": self.background}
 
+    def set_step(self, step: int) -> None:
+        """What of the scene follows the training step: the hash grid's active levels."""
+        self.field.encoding.set_step(step)
+
 
 def build_scene(cfg: DictConfig, device: torch.device) -> Scene:
     g = cfg.nerf.grid
     encoding = HashGridEncoding(g.n_levels, g.features, g.table_size_log2, g.base_resolution,
-                                g.growth, g.backend)
-    field = NeRFField(cfg.nerf.bound, encoding, cfg.nerf.hidden, cfg.nerf.layers,
-                      cfg.nerf.blob_density, cfg.nerf.blob_radius)
+                                g.growth, g.backend, g.start_levels, g.start_step, g.level_every)
+    n = cfg.nerf
+    field = NeRFField(n.bound, encoding, n.hidden, n.layers, n.blob_density, n.blob_radius,
+                      n.normals, n.fd_eps)
     m = cfg.marcher
     grid = OccupancyGrid(cfg.nerf.bound, m.grid_resolution, m.step_size, m.threshold, m.ema_decay)
     background = Background(cfg.background.kind, tuple(cfg.background.color))
@@ -56,10 +61,14 @@ def diffusers_prior_class(name: str) -> type:
 
 def resolve_prior_model(cfg: DictConfig) -> Path:
     """The folder of a diffusers prior's weights; a ``UserError`` when they cannot be had."""
-    from ..guidance.diffusion.weights import resolve_model
+    from ..guidance.diffusion.weights import check_pipeline, resolve_model
 
-    cls = diffusers_prior_class(cfg.guidance.prior)
-    return resolve_model(cfg.guidance.model.strip(), cls.subfolders)
+    g = cfg.guidance
+    cls = diffusers_prior_class(g.prior)
+    half = g.half_precision and cfg.device != "cpu" and torch.cuda.is_available()
+    folder = resolve_model(g.model.strip(), cls.subfolders, "fp16" if half else None)
+    check_pipeline(folder, cls.pipelines, g.prior)
+    return folder
 
 
 def build_prior(cfg: DictConfig, device: torch.device | None = None) -> Prior:
@@ -89,6 +98,5 @@ def _build_diffusers_prior(cfg: DictConfig, device: torch.device) -> Prior:
     settings = DiffusersSettings(g.model, folder, device, g.half_precision, g.render_size, cache)
     try:
         return diffusers_prior_class(g.prior).load(settings)
-    except (OSError, ValueError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot load the {g.prior} model from {str(folder)!r}: {first}") from None
+    except ValueError as exc:       # loaded, but not a model this prior can use
+        raise UserError(f"cannot use the {g.prior} model from {str(folder)!r}: {exc}") from None

@@ -145,6 +145,7 @@ def load_scene(scene: Scene, loaded: Loaded) -> None:
     """Put a checkpoint's field, occupancy grid and background into ``scene``."""
     for name, module in scene.modules().items():
         module.load_state_dict(loaded.state["scene"][name])
+    scene.set_step(int(loaded.state["trainer"]["step"]))
 
 
 def check_compatible(loaded: Loaded, cfg: DictConfig) -> None:

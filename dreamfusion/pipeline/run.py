@@ -47,22 +47,24 @@ def run(prompt: str, cfg: DictConfig, run_dir: Path | None = None, quiet: bool =
         check_compatible(resume_from, cfg)
     if run_dir is not None:
         check_output_root(run_dir)
-    run_dir = run_dir or new_run_dir(root, prompt)
-    run_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    config_yaml = OmegaConf.to_yaml(cfg)
-    write_text(run_dir / "config.yaml", f"# dreamfusion run \"{prompt}\"\n" + config_yaml)
-    events = EventLog(run_dir / "run.log")
     torch.manual_seed(cfg.seed)
     device = select_device(cfg.device)
     scene = build_scene(cfg, device)
     backend = f"hash grid: {scene.field.encoding.describe_backend()}"
-    events(backend)
     if not quiet:
         print(backend, file=sys.stderr)
+    # every model is loaded (and every prompt encoded) before the run folder exists: a model
+    # that cannot be loaded is bad input, and leaves nothing behind
     prior = build_prior(cfg, device)
     trainer = Trainer(cfg, scene, prior, prompt)
     trainer.encode_prompts()
+    run_dir = run_dir or new_run_dir(root, prompt)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_yaml = OmegaConf.to_yaml(cfg)
+    write_text(run_dir / "config.yaml", f"# dreamfusion run \"{prompt}\"\n" + config_yaml)
+    events = EventLog(run_dir / "run.log")
+    events(backend)
     store = CheckpointStore(run_dir, cfg.checkpoint.keep)
     for name in store.remove_partial():
         events(f"removed {name}, left by a save that was cut short")

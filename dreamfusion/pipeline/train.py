@@ -15,6 +15,7 @@ from ..nerf.cameras import Cameras, sample_cameras
 from ..nerf.renderer import Rendered, render
 from ..nerf.shading import SHADING_MODES, sample_light_directions
 from .build import Scene, view_rules
+from .regularizers import TERMS, active_weights
 
 
 @dataclass
@@ -26,6 +27,7 @@ class StepStats:
     view: str
     samples: int
     fault: str | None = None      # why the step was skipped (a non-finite loss or gradient)
+    terms: dict[str, float] = field(default_factory=dict)   # each loss term, unweighted
 
 
 @dataclass
@@ -57,6 +59,7 @@ class Trainer:
         self.schedule = TimestepSchedule(g.schedule, g.t_min, g.t_max, g.t_max_end, g.t_min_end,
                                          g.tp_mu, g.tp_sigma)
         p = self.cfg.prompt
+        self.scene.set_step(self.step)
         self.prompt_settings = PromptSettings(self.prompt, view_rules(self.cfg), p.view_dependent,
                                               p.interpolate, p.perp_neg, p.perp_neg_weight)
 
@@ -112,18 +115,18 @@ class Trainer:
                               tuple(c.distance), tuple(c.fov))
         lights = sample_light_directions(cams.positions, cfg.shading.light_jitter)
         mode = self._shading_mode()
+        weights = active_weights(cfg.regularizers, self.step)
         out: Rendered = render(self.scene.field, self.scene.grid, self.scene.background, cams,
-                               cfg.height, cfg.width, self.scene.settings, mode, lights)
-        images = out.rgb.permute(0, 3, 1, 2)
-        g = cfg.guidance
-        t = self.schedule.sample(self.progress, self.prior.n_train_steps,
-                                 cfg.batch_size)
+                               cfg.height, cfg.width, self.scene.settings, mode, lights,
+                               with_normals="orientation" in weights)
+        t = self.schedule.sample(self.progress, self.prior.n_train_steps, cfg.batch_size)
         targets = self.targets_for(cams)
-        loss = images.new_zeros(())
-        for i, target in enumerate(targets):
-            result = sds_loss(self.prior, images[i:i + 1], t[i:i + 1], self.resolve(target),
-                              g.guidance_scale, g.weighting, g.grad_clip)
-            loss = loss + result.loss.to(loss.device) / len(targets)
+        loss = self._sds(out, t, targets)
+        terms = {"sds": float(loss.detach())}
+        for name, weight in weights.items():
+            term = TERMS[name](out).to(loss.device)
+            terms[name] = float(term.detach())
+            loss = loss + weight * term
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self._inject_fault()
@@ -133,9 +136,21 @@ class Trainer:
         else:       # an update with NaN or Inf would poison the weights and Adam's moments
             self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
+        self.scene.set_step(self.step)
         t_fraction = float(t.float().mean()) / self.prior.n_train_steps
         return StepStats(self.step, float(loss.detach()), t_fraction, mode, targets[0].view,
-                         out.n_samples, fault)
+                         out.n_samples, fault, terms)
+
+    def _sds(self, out: Rendered, t: torch.Tensor, targets: list[GuidanceTarget]) -> torch.Tensor:
+        """The SDS loss of the batch: each camera with its own prompt target."""
+        g = self.cfg.guidance
+        images = out.rgb.permute(0, 3, 1, 2)
+        loss = images.new_zeros(())
+        for i, target in enumerate(targets):
+            result = sds_loss(self.prior, images[i:i + 1], t[i:i + 1], self.resolve(target),
+                              g.guidance_scale, g.weighting, g.grad_clip)
+            loss = loss + result.loss.to(loss.device) / len(targets)
+        return loss
 
     def _inject_fault(self) -> None:
         step = self.step + 1
@@ -180,6 +195,7 @@ class Trainer:
 
     def load_state_dict(self, state: dict, restore_rng: bool = True) -> None:
         self.step = int(state["step"])
+        self.scene.set_step(self.step)
         self.optimizer.load_state_dict(state["optimizer"])
         self.set_lr_scale(float(state["lr_scale"]))
         if restore_rng:

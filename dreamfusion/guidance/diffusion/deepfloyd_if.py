@@ -11,9 +11,12 @@ MAX_TOKENS = 77           # what the IF pipeline encodes prompts to
 class DeepFloydIFPrior(DiffusersPrior):
     text_encoder_class = "T5EncoderModel"
     subfolders = ("scheduler", "tokenizer", "text_encoder", "unet")
+    pipelines = ("IFPipeline", "IFImg2ImgPipeline")
 
     def _text_inputs(self, prompt: str) -> dict[str, torch.Tensor]:
-        tokens = self._tokenizer(prompt, padding="max_length", truncation=True,
+        # as IFPipeline prepares text for T5 (without its optional caption cleaning, which
+        # needs bs4 and ftfy): lower case, no surrounding white space
+        tokens = self._tokenizer(prompt.lower().strip(), padding="max_length", truncation=True,
                                  max_length=MAX_TOKENS, add_special_tokens=True,
                                  return_tensors="pt")
         return {"input_ids": tokens.input_ids, "attention_mask": tokens.attention_mask}

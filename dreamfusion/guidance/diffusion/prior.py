@@ -2,14 +2,17 @@
 scheduler's ``abar_t``, cached text embeddings and batched noise prediction."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 
+from ...errors import UserError
 from ..base import Prior
 from .text_cache import TextEmbeddingCache, model_key
+from .weights import weight_variant
 
 
 @dataclass(frozen=True)
@@ -18,12 +21,26 @@ class DiffusersSettings:
     folder: Path                    # where it lies on disk
     device: torch.device
     half_precision: bool = True     # fp16 on CUDA
-    render_size: int = 512
+    render_size: int | None = None  # None: what the model was trained at (``native_size``)
     cache_dir: Path | None = None   # text embeddings; None: no disk cache
 
     @property
     def dtype(self) -> torch.dtype:
         return torch.float16 if self.half_precision and self.device.type == "cuda" else torch.float32
+
+    def variant(self, subfolder: str) -> str | None:
+        """``fp16`` where the weights load in half precision and the folder has fp16 files:
+        half the download and no cast at load."""
+        return weight_variant(self.folder, subfolder, "fp16" if self.dtype == torch.float16 else None)
+
+
+def transformers_dtype(dtype: torch.dtype) -> dict[str, torch.dtype]:
+    """The dtype argument of transformers' ``from_pretrained``: ``dtype`` from 4.56 on (where
+    ``torch_dtype`` is deprecated), ``torch_dtype`` before (where ``dtype`` is a TypeError)."""
+    import transformers
+
+    major, minor = (int(p) for p in transformers.__version__.split(".")[:2])
+    return {"dtype" if (major, minor) >= (4, 56) else "torch_dtype": dtype}
 
 
 class DiffusersPrior(Prior):
@@ -34,14 +51,20 @@ class DiffusersPrior(Prior):
     """
 
     subfolders: tuple[str, ...] = ("scheduler", "tokenizer", "text_encoder", "unet")
+    pipelines: tuple[str, ...] = ()               # model_index.json classes this prior takes
     text_encoder_class = "CLIPTextModel"          # a transformers class name
 
     @classmethod
     def load(cls, s: DiffusersSettings) -> "DiffusersPrior":
+        """The prior from a diffusers folder; a ``UserError`` naming the part that would not
+        load (a model that cannot be loaded is bad input: no run starts)."""
         from diffusers import DDPMScheduler, UNet2DConditionModel
 
-        scheduler = DDPMScheduler.from_pretrained(s.folder, subfolder="scheduler")
-        unet = UNet2DConditionModel.from_pretrained(s.folder, subfolder="unet", torch_dtype=s.dtype)
+        with _loading(s, "scheduler"):
+            scheduler = DDPMScheduler.from_pretrained(s.folder, subfolder="scheduler")
+        with _loading(s, "unet"):
+            unet = UNet2DConditionModel.from_pretrained(
+                s.folder, subfolder="unet", torch_dtype=s.dtype, variant=s.variant("unet"))
         return cls(s, unet, scheduler, **cls._load_extra(s))
 
     @classmethod
@@ -65,10 +88,13 @@ class DiffusersPrior(Prior):
     def _load_text_encoder(self) -> tuple[Any, Any]:
         import transformers
 
-        folder = self.settings.folder
-        tokenizer = transformers.AutoTokenizer.from_pretrained(folder, subfolder="tokenizer")
-        encoder = getattr(transformers, self.text_encoder_class).from_pretrained(
-            folder, subfolder="text_encoder", dtype=self.dtype)
+        s = self.settings
+        with _loading(s, "tokenizer"):
+            tokenizer = transformers.AutoTokenizer.from_pretrained(s.folder, subfolder="tokenizer")
+        with _loading(s, "text_encoder"):
+            encoder = getattr(transformers, self.text_encoder_class).from_pretrained(
+                s.folder, subfolder="text_encoder", variant=s.variant("text_encoder"),
+                **transformers_dtype(self.dtype))
         return tokenizer, encoder.to(self.device).eval().requires_grad_(False)
 
     def _text_inputs(self, prompt: str) -> dict[str, torch.Tensor]:
@@ -117,12 +143,35 @@ class DiffusersPrior(Prior):
     def predict_noise(self, x_t: torch.Tensor, t: torch.Tensor, condition: Any) -> torch.Tensor:
         return self.predict_noise_many(x_t, t, [condition])[0]
 
+    pixels_per_sample = 1                         # image pixels per UNet sample, per side
+
+    @property
+    def render_size(self) -> int:
+        """The side renders are resized to: as set, or the model's native image size, its
+        UNet's ``sample_size`` times ``pixels_per_sample`` (SD 2.1-base: 64 x 8 = 512; a
+        768-v model: 96 x 8 = 768; IF stage I: 64)."""
+        return self.settings.render_size or int(self.unet.config.sample_size) * self.pixels_per_sample
+
     def _resize(self, images: torch.Tensor) -> torch.Tensor:
-        size = self.settings.render_size
+        size = self.render_size
         if images.shape[-2:] != (size, size):
             images = torch.nn.functional.interpolate(images, (size, size), mode="bilinear",
                                                      align_corners=False)
         return images
+
+
+@contextmanager
+def _loading(s: DiffusersSettings, part: str) -> Iterator[None]:
+    """Any failure to load ``part`` becomes one line naming it and the folder: a missing or
+    corrupt file, a wrong kind of model, a missing library (``protobuf`` for a tokenizer that
+    ships as ``spiece.model`` only)."""
+    try:
+        yield
+    except Exception as exc:        # what from_pretrained raises varies by library and version
+        text = str(exc).strip().splitlines()
+        why = f"{type(exc).__name__}: {text[0] if text else ''}".strip().rstrip(":")
+        raise UserError(f"cannot load the {part} of {s.model!r} (from {str(s.folder)!r}): "
+                        f"{why}") from None
 
 
 def _on(module: Any, device: torch.device, dtype: torch.dtype) -> Any:

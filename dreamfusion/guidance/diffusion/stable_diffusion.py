@@ -5,26 +5,37 @@ from typing import Any
 
 import torch
 
-from .prior import DiffusersPrior, DiffusersSettings, _on
+from .prior import DiffusersPrior, DiffusersSettings, _loading, _on
 
 
 class StableDiffusionPrior(DiffusersPrior):
     text_encoder_class = "CLIPTextModel"
     subfolders = ("scheduler", "tokenizer", "text_encoder", "unet", "vae")
+    pipelines = ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline")
 
     @classmethod
     def _load_extra(cls, s: DiffusersSettings) -> dict[str, Any]:
         from diffusers import AutoencoderKL
 
-        return {"vae": AutoencoderKL.from_pretrained(s.folder, subfolder="vae", torch_dtype=s.dtype)}
+        with _loading(s, "vae"):
+            vae = AutoencoderKL.from_pretrained(s.folder, subfolder="vae", torch_dtype=s.dtype,
+                                                variant=s.variant("vae"))
+        return {"vae": vae}
 
     def __init__(self, s: DiffusersSettings, unet: Any, scheduler: Any, vae: Any) -> None:
+        if unet.config.in_channels != vae.config.latent_channels:
+            raise ValueError(f"its UNet takes {unet.config.in_channels} channels but its VAE makes "
+                             f"{vae.config.latent_channels} (an inpainting or other model)")
         super().__init__(s, unet, scheduler)
         self.vae = _on(vae, self.device, self.dtype)
         # both read from the model, never assumed (SD 1/2: 0.18215 and 8)
         self.scaling_factor = float(self.vae.config.scaling_factor)
         self.shift_factor = float(getattr(self.vae.config, "shift_factor", None) or 0.0)
         self.downsampling = 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def pixels_per_sample(self) -> int:       # type: ignore[override]
+        return self.downsampling
 
     def _text_inputs(self, prompt: str) -> dict[str, torch.Tensor]:
         tokens = self._tokenizer(prompt, padding="max_length", truncation=True,

@@ -1,16 +1,70 @@
 """Find a diffusers-format model: a local folder, the Hugging Face cache, or the hub."""
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
+from typing import Sequence
 
 from ...errors import UserError
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # only model_index.json and the prior's subfolders are fetched (no safety checker, no feature
-# extractor); diffusers loads the plain (not the *.fp16.*) files and never the other formats
-IGNORE = ["*.ckpt", "*.msgpack", "*.onnx", "*.onnx_data", "*.h5", "*.pb", "*.xml", "*.fp16.*"]
+# extractor), and never the formats diffusers does not load
+IGNORE = ["*.ckpt", "*.msgpack", "*.onnx", "*.onnx_data", "*.h5", "*.pb", "*.xml"]
+WEIGHTS = (".safetensors", ".bin")
+
+
+def _is_weights(name: str) -> bool:
+    return name.endswith(WEIGHTS)
+
+
+def download_ignores(files: Sequence[str], variant: str | None) -> list[str]:
+    """What not to download of a repository holding ``files``: the formats never loaded,
+    ``.bin`` weights where the same folder has ``.safetensors``, and, per folder, the plain
+    weights where the ``variant`` (``fp16``) files exist, else the variant files: each folder's
+    weights arrive once, in the form that will be loaded."""
+    ignore = list(IGNORE)
+    folders: dict[str, list[str]] = {}
+    for f in files:
+        if _is_weights(f):
+            folders.setdefault(os.path.dirname(f), []).append(os.path.basename(f))
+    for folder, names in folders.items():
+        prefix = f"{folder}/" if folder else ""
+        if any(n.endswith(".safetensors") for n in names):
+            ignore.append(f"{prefix}*.bin")
+        tagged = [n for n in names if variant and f".{variant}." in n]
+        if tagged:
+            ignore += [f"{prefix}{n}" for n in names if n not in tagged]
+        else:
+            ignore += [f"{prefix}*.fp16.*"]
+    return ignore
+
+
+def weight_variant(folder: Path, subfolder: str, variant: str | None) -> str | None:
+    """``variant`` where ``folder/subfolder`` has weights of that variant (``*.fp16.*``), else
+    None: the plain weights."""
+    path = folder / subfolder
+    if variant and path.is_dir() and any(f.name.endswith(WEIGHTS) and f".{variant}." in f.name
+                                         for f in path.iterdir()):
+        return variant
+    return None
+
+
+def check_pipeline(folder: Path, accepted: tuple[str, ...], prior: str) -> None:
+    """A ``UserError`` unless ``folder/model_index.json`` names one of the ``accepted``
+    pipeline classes (an SDXL or SD3 folder has the same subfolder names, not the same
+    models)."""
+    index = folder / "model_index.json"
+    try:
+        name = json.loads(index.read_text(encoding="utf-8")).get("_class_name", "")
+    except (OSError, ValueError, AttributeError):
+        raise UserError(f"model folder {str(folder)!r} is not a diffusers pipeline folder: its "
+                        f"model_index.json is missing or unreadable") from None
+    if name not in accepted:
+        raise UserError(f"model folder {str(folder)!r} holds a {name or 'unnamed pipeline'}; the "
+                        f"{prior} prior takes {' or '.join(accepted)}")
 
 
 def is_offline() -> bool:
@@ -23,11 +77,12 @@ def _how_to(name: str) -> str:
             f"cache here, or pass guidance.model=/path/to/a/diffusers/folder")
 
 
-def resolve_model(name: str, subfolders: tuple[str, ...]) -> Path:
+def resolve_model(name: str, subfolders: tuple[str, ...], variant: str | None = None) -> Path:
     """The local folder that holds ``name``, downloading only when online and not cached.
 
     Bad or unavailable input raises ``UserError`` saying what was looked for and how to
-    provide it; nothing is downloaded when ``HF_HUB_OFFLINE`` is set.
+    provide it; nothing is downloaded when ``HF_HUB_OFFLINE`` is set. ``variant`` (``fp16``)
+    fetches those weight files where the repository has them.
     """
     path = Path(name).expanduser()
     if path.is_dir():
@@ -44,8 +99,7 @@ def resolve_model(name: str, subfolders: tuple[str, ...]) -> Path:
 
     patterns = ["model_index.json"] + [f"{s}/*" for s in subfolders]
     try:
-        return Path(snapshot_download(name, allow_patterns=patterns, ignore_patterns=IGNORE,
-                                      local_files_only=True))
+        return Path(snapshot_download(name, allow_patterns=patterns, local_files_only=True))
     except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError):
         pass
     cache = os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or "~/.cache/huggingface"
@@ -55,9 +109,7 @@ def resolve_model(name: str, subfolders: tuple[str, ...]) -> Path:
     try:
         from huggingface_hub import list_repo_files
 
-        ignore = list(IGNORE)
-        if any(f.endswith(".safetensors") for f in list_repo_files(name)):
-            ignore.append("*.bin")          # the same weights twice: take the safe format
+        ignore = download_ignores(list_repo_files(name), variant)
         return Path(snapshot_download(name, allow_patterns=patterns, ignore_patterns=ignore))
     except Exception as exc:      # network, auth (gated models), missing repo: all the user's to fix
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
