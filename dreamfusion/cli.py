@@ -87,6 +87,9 @@ def _parser() -> argparse.ArgumentParser:
     step.add_argument("--render-size", type=int, default=512, help="VAE input size")
     step.add_argument("--guidance-scale", type=float, default=100.0)
     step.add_argument("--results", default="results")
+    from .bench import gpu
+
+    gpu.add_parser(bench_sub)
     return parser
 
 
@@ -143,6 +146,10 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    if args.bench == "gpu":
+        from .bench import gpu
+
+        return gpu.main(args)
     if args.bench == "speed":
         from .bench.speed import run_speed_bench
 

@@ -70,6 +70,19 @@ CASES = [
     (["run", "a red cube", "faults.lr_factor=2"], "faults.lr_factor"),
     (["run", "a red cube", "guidance.schedule=cosine"], "guidance.schedule"),
     (["run", "a red cube", "nerf.grid.backend=gpu"], "nerf.grid.backend"),
+    # geometry, Perp-Neg and regularizers
+    (["run", "a red cube", "nerf.normals=sobel"], "config nerf.normals: must be one of"),
+    (["run", "a red cube", "nerf.fd_eps=0"], "config nerf.fd_eps"),
+    (["run", "a red cube", "nerf.grid.start_levels=-1"], "config nerf.grid.start_levels"),
+    (["run", "a red cube", "nerf.grid.level_every=0"], "config nerf.grid.level_every"),
+    (["run", "a red cube", "prompt.perp_neg=true", "prompt.view_dependent=false"],
+     "prompt.perp_neg: needs prompt.view_dependent=true"),
+    (["run", "a red cube", "regularizers.sparsity=-1"], "config regularizers.sparsity"),
+    (["run", "a red cube", "regularizers.orientation=[0,10]"], "config regularizers.orientation"),
+    (["run", "a red cube", "regularizers.entropy=[500,1,2,100]"], "start_step < end_step"),
+    (["run", "a red cube", "regularizers.entropy=lots"], "config regularizers.entropy"),
+    (["run", "a red cube", "regularizers.sparsity=nan"], "config regularizers.sparsity"),
+    (["run", "a red cube", "guidance.render_size=4"], "config guidance.render_size"),
     (["run", "a red cube", "device=cuda"] if NO_CUDA else
      ["run", "a red cube", "device=tpu"], "device"),
     # config files

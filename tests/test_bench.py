@@ -90,17 +90,49 @@ def test_bench_sds_step_runs_the_sd_code_path(monkeypatch, tmp_path):
 def test_bench_speed_measures_each_backend_against_the_reference(fast_overrides, tmp_path):
     from dreamfusion.nerf.hashgrid_cpp import load_kernel
 
+    # no full toy runs: evaluating them with the PyTorch reference took 2 of this test's 2.5
+    # minutes, and `dreamfusion run` is tested on its own
     assert main(["bench", "speed", "--device", "cpu", "--points", "2000", "--repeats", "1",
-                 "--toy-steps", "2", "--sd-steps", "0", "--results", str(tmp_path / "res"),
-                 *fast_overrides]) == 0
+                 "--toy-steps", "2", "--sd-steps", "0", "--no-toy-run",
+                 "--results", str(tmp_path / "res"), *fast_overrides]) == 0
     data = json.loads((tmp_path / "res" / "speed_cpu.json").read_text())
     rows = data["rows"]
-    assert [r["backend"] for r in rows] == (["torch", "cpp"] if load_kernel() else ["torch"])
+    expected = ["torch", "torch, analytic normals"] + (["cpp"] if load_kernel() else [])
+    assert [r["backend"] for r in rows] == expected
+    assert [r["normals"] for r in rows][:2] == ["finite_difference", "analytic"]
     for r in rows:
         assert r["grid_forward"] > 0 and r["grid_forward_backward"] > 0
         assert r["render_rays"] > 0 and r["render_train_rays"] > 0 and r["samples_per_ray"] > 0
-        assert r["toy_steps_per_second"] > 0 and r["toy_run_seconds"] > 0
-        assert 0.0 <= r["toy_run_iou"] <= 1.0 and r["peak_memory_gb"] > 0.05
+        assert r["toy_steps_per_second"] > 0 and "toy_run_seconds" not in r
+        assert r["peak_memory_gb"] > 0.05
     assert data["sd_step"] is None and data["config"]["steps"] == 6
     table = (tmp_path / "res" / "speed_cpu.md").read_text()
-    assert "| torch | " in table and "(1.0x)" in table
+    assert "| torch | finite_difference | " in table and "(1.0x)" in table
+
+
+def test_bench_gpu_runs_every_part_with_tiny_models_on_a_cpu(tmp_path, monkeypatch, capsys):
+    from pathlib import Path
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])       # the CUDA tests, by path
+    assert main(["bench", "gpu", "--device", "cpu", "--tiny", "--run-steps", "3",
+                 "--sd-steps", "1", "--results", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "speed_cpu_tiny.json").read_text())
+    assert report["tests"]["exit_code"] == 0 and "skipped" in report["tests"]["summary"]
+    assert [r["backend"] for r in report["backends"]][:2] == ["torch", "torch, analytic normals"]
+    assert report["sds_step"]["steps_per_second"] > 0
+    run = report["sd_run"]
+    assert run["steps"] == 3 and {"model.glb", "model.obj"} <= set(run["exported"])
+    text = (tmp_path / "speed_cpu_tiny.md").read_text()
+    for heading in ("## CUDA-only tests", "## Backends", "## SD-sized SDS step", "## `dreamfusion run`"):
+        assert heading in text
+
+
+def test_bench_gpu_without_a_gpu_is_refused_in_one_line(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    assert main(["bench", "gpu", "--results", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "needs a CUDA GPU" in err and len(err.strip().splitlines()) == 1
+    assert not any(tmp_path.iterdir())

@@ -1,10 +1,13 @@
+import pytest
 import torch
 
-from dreamfusion.nerf.cameras import orbit
+from dreamfusion.config import load_config
+from dreamfusion.nerf.cameras import Cameras, orbit
 from dreamfusion.nerf.field import NeRFField
 from dreamfusion.nerf.hashgrid import HashGridEncoding
 from dreamfusion.nerf.renderer import RenderSettings, render
 from dreamfusion.nerf.shading import Background, shade
+from dreamfusion.pipeline.build import build_scene
 
 
 def _field() -> NeRFField:
@@ -59,3 +62,65 @@ def test_learned_background_trains_and_shaded_render_reaches_geometry():
     # textureless renders ignore albedo: only geometry (the density head, via normals) learns
     assert field.encoding.params.grad.abs().sum() > 0
     assert all(p.grad is None or p.grad.abs().sum() == 0 for p in field.albedo_head.parameters())
+
+
+def test_finite_difference_normals_approach_the_analytic_ones():
+    field = _field()
+    x = torch.rand(64, 3, dtype=torch.float64) * 1.2 - 0.6
+    _, _, analytic = field(x, with_normals=True)
+    field.normals, field.fd_eps = "finite_difference", 1e-6
+    sigma, albedo, fd = field(x, with_normals=True)
+    assert torch.allclose(fd, analytic, atol=1e-4)
+    assert torch.allclose(sigma, field.density(x)) and torch.allclose(albedo, field.albedo(x))
+
+
+def test_finite_difference_normals_train_the_geometry_with_first_derivatives_only():
+    field = _field()
+    field.normals = "finite_difference"
+    x = torch.rand(32, 3, dtype=torch.float64) * 1.2 - 0.6
+    _, _, normals = field(x, with_normals=True)
+    normals[:, 2].sum().backward()
+    assert not x.requires_grad                      # no graph through the points: no 2nd order
+    assert field.encoding.params.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in field.density_head.parameters())
+
+
+@pytest.mark.parametrize("config", ["toy", "dreamfusion-sd", "dreamfusion-if"])
+def test_no_camera_of_a_shipped_config_starts_more_than_30_percent_opaque(config):
+    """The initial density blob must leave room to see: the closest, narrowest camera of the
+    config's range (the blob is a ball about the origin, so the worst view is that one)."""
+    cfg = load_config(config, ["guidance.model=unused"])
+    torch.manual_seed(0)
+    scene = build_scene(cfg, torch.device("cpu"))
+    scene.grid.update(scene.field.density)
+    d, fov = min(cfg.camera.distance), min(cfg.camera.fov)
+    covered = []
+    for elevation in (0.0, 45.0):
+        cams = Cameras(torch.tensor([30.0]), torch.tensor([elevation]), torch.tensor([d]),
+                       torch.tensor([fov]))
+        with torch.no_grad():
+            out = render(scene.field, scene.grid, scene.background, cams, 64, 64,
+                         scene.settings, "albedo")
+        covered.append(float((out.opacity > 0.5).float().mean()))
+    assert 0.0 < max(covered) <= 0.30, covered
+
+
+def test_coarse_to_fine_masks_the_finer_levels_until_their_step():
+    enc = HashGridEncoding(n_levels=6, features=2, table_size_log2=12, base_resolution=4,
+                           growth=1.5, start_levels=2, start_step=10, level_every=5)
+    with torch.no_grad():
+        enc.params.uniform_(-1.0, 1.0)
+    assert [enc.levels_at(s) for s in (0, 10, 14, 15, 24, 25, 1000)] == [2, 2, 2, 3, 4, 5, 6]
+    x = torch.rand(50, 3)
+    full = enc(x).detach()                  # built at step 0: 2 levels
+    assert torch.count_nonzero(full[:, 4:]) == 0 and torch.count_nonzero(full[:, :4]) > 0
+    enc.set_step(1000)
+    assert enc.active_levels == 6 and torch.count_nonzero(enc(x)[:, 4:]) > 0
+    enc.set_step(17)                        # 3 levels: the first three as if unmasked
+    out = enc(x)
+    assert torch.equal(out[:, :6], enc._encode(x)[:, :6]) and torch.count_nonzero(out[:, 6:]) == 0
+    out.sum().backward()
+    rows = enc.layouts[3].offset                # levels 3.. have no gradient while masked
+    assert enc.params.grad[rows:].abs().sum() == 0 and enc.params.grad[:rows].abs().sum() > 0
+    # the table is the same size at every step: checkpoints do not depend on the schedule
+    assert enc.params.shape[0] == enc.layouts[-1].offset + enc.layouts[-1].size

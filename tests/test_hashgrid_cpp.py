@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from dreamfusion.nerf.field import NeRFField
 from dreamfusion.nerf.hashgrid import HashGridEncoding
 from dreamfusion.nerf.hashgrid_cpp import CppHashGrid, load_kernel, unavailable_reason
 
@@ -76,3 +77,54 @@ def test_a_checkpoint_moves_between_backends(tmp_path):
     x = torch.rand(500, 3)
     with torch.no_grad():
         assert torch.allclose(auto(x), ref(x), atol=1e-6)
+
+
+def _fields(**grid_kw):
+    torch.manual_seed(0)
+    fields = []
+    for backend in ("torch", "cpp"):
+        enc = HashGridEncoding(6, 2, 12, 4, 1.8, backend=backend, **grid_kw)
+        fields.append(NeRFField(1.0, enc, 16, 1, 5.0, 0.5, normals="finite_difference",
+                                fd_eps=0.01))
+    with torch.no_grad():
+        fields[0].encoding.params.uniform_(-1.0, 1.0)
+    fields[1].load_state_dict(fields[0].state_dict())
+    return fields
+
+
+def _close(a, b):
+    return torch.allclose(a, b, rtol=1e-4, atol=1e-5 * max(float(b.detach().abs().max()), 1e-6))
+
+
+@pytest.mark.parametrize("start_levels", [0, 3])
+def test_finite_difference_normals_run_on_the_kernel_and_match_the_reference(
+        start_levels, monkeypatch):
+    ref, fast = _fields(start_levels=start_levels)
+    calls = []
+    original = CppHashGrid.apply
+    monkeypatch.setattr(CppHashGrid, "apply", lambda *a: calls.append(1) or original(*a))
+    x = torch.rand(3000, 3) * 1.6 - 0.8
+    light = torch.nn.functional.normalize(torch.randn(3), dim=0)
+    outs = []
+    for field in (ref, fast):
+        sigma, albedo, normals = field(x, with_normals=True)
+        # a loss through density, albedo and the normals, as a lambertian step has
+        ((normals @ light).clamp_min(0) * albedo.sum(-1) + 1e-3 * sigma).sum().backward()
+        outs.append((sigma, albedo, normals))
+    assert calls, "the kernel did not serve the finite-difference call"
+    for r, f in zip(*outs):
+        assert _close(f, r)
+    for (name, p_ref), (_, p_fast) in zip(ref.named_parameters(), fast.named_parameters()):
+        assert _close(p_fast.grad, p_ref.grad), name
+
+
+def test_the_build_folder_is_keyed_by_torchs_install_and_the_compiler(monkeypatch):
+    from dreamfusion.nerf import hashgrid_cpp
+
+    key = hashgrid_cpp.build_key(True)
+    assert key == hashgrid_cpp.build_key(True) and key != hashgrid_cpp.build_key(False)
+    monkeypatch.setattr(torch, "__file__", "/another/venv/site-packages/torch/__init__.py")
+    assert hashgrid_cpp.build_key(True) != key      # another venv's build.ninja is not ours
+    monkeypatch.undo()
+    monkeypatch.setenv("CXX", "clang++-that-is-not-here")
+    assert hashgrid_cpp.build_key(True) != key      # another compiler

@@ -1,8 +1,9 @@
-"""Tiny random Stable Diffusion and DeepFloyd IF pipelines, written to disk with
-``save_pretrained`` so that the priors load them exactly as they load real checkpoints.
+"""Tiny random Stable Diffusion and DeepFloyd IF pipelines, written to disk in the layout of
+the published repositories, so that the priors load them exactly as they load real ones.
 
-No tokenizer can be downloaded here, so the tests write their own: a byte-level BPE in
-CLIP's format and a unigram vocabulary in T5's.
+No tokenizer can be downloaded here, so the tests write their own, in the published files:
+a byte-level BPE in CLIP's (``vocab.json`` + ``merges.txt``) and a sentencepiece unigram
+model in T5's (``spiece.model``; IF's repositories have no ``tokenizer.json``).
 """
 from __future__ import annotations
 
@@ -10,35 +11,19 @@ from pathlib import Path
 
 import torch
 
-WORDS = ("a", "an", "the", "red", "blue", "yellow", "green", "cube", "duck", "hamburger",
-         "front", "side", "back", "overhead", "view", ",", "photo", "of", "ugly")
+from dreamfusion.bench.random_models import TINY, WORDS, save_random_stable_diffusion, write_clip_tokenizer
+
 SCALING = 0.3             # not SD's 0.18215: the prior must read it from the VAE's config
 
 
-def _byte_chars() -> list[str]:
-    """GPT-2's printable stand-ins for the 256 byte values, as CLIP's BPE vocabulary uses."""
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("\u00a1"), ord("\u00ac") + 1),
-            *range(ord("\u00ae"), ord("\u00ff") + 1)]
-    extra = iter(range(256, 512))
-    return [chr(b) if b in keep else chr(next(extra)) for b in range(256)]
-
-
 def clip_tokenizer():
+    """A CLIP tokenizer loaded from the files SD's repositories publish."""
+    import tempfile
+
     from transformers import CLIPTokenizer
 
-    chars = _byte_chars()
-    vocab_list = chars + [c + "</w>" for c in chars]
-    merges = []
-    for word in WORDS:              # merge each word whole, letter by letter
-        pieces = list(word[:-1]) + [word[-1] + "</w>"]
-        while len(pieces) > 1:
-            merges.append((pieces[0], pieces[1]))
-            pieces = [pieces[0] + pieces[1]] + pieces[2:]
-            if pieces[0] not in vocab_list:
-                vocab_list.append(pieces[0])
-    vocab_list += ["<|startoftext|>", "<|endoftext|>"]
-    vocab = {tok: i for i, tok in enumerate(dict.fromkeys(vocab_list))}
-    return CLIPTokenizer(vocab=vocab, merges=list(dict.fromkeys(merges)), model_max_length=77)
+    with tempfile.TemporaryDirectory() as tmp:
+        return CLIPTokenizer.from_pretrained(write_clip_tokenizer(Path(tmp)))
 
 
 def write_t5_tokenizer(folder: Path) -> Path:
@@ -76,35 +61,16 @@ def t5_tokenizer(folder: Path):
 def _unet(**kw):
     from diffusers import UNet2DConditionModel
 
-    return UNet2DConditionModel(
-        sample_size=8, block_out_channels=(32, 64), layers_per_block=1, attention_head_dim=8,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), norm_num_groups=32, **kw)
+    config = {k: v for k, v in TINY["unet"].items() if k not in ("in_channels", "out_channels",
+                                                                 "cross_attention_dim")}
+    return UNet2DConditionModel(**config, **kw)
 
 
 def save_tiny_stable_diffusion(folder: Path, seed: int = 0) -> Path:
-    from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    torch.manual_seed(seed)
-    tokenizer = clip_tokenizer()
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_attention_heads=4,
-        num_hidden_layers=2, max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id))
-    unet = _unet(in_channels=4, out_channels=4, cross_attention_dim=32)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, sample_size=16,
-                        block_out_channels=(32, 64), norm_num_groups=32,
-                        down_block_types=("DownEncoderBlock2D",) * 2,
-                        up_block_types=("UpDecoderBlock2D",) * 2, scaling_factor=SCALING)
-    scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
-                              num_train_timesteps=1000, prediction_type="epsilon", clip_sample=False,
-                              steps_offset=1)
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
-                                   unet=unet, scheduler=scheduler, safety_checker=None,
-                                   feature_extractor=None, requires_safety_checker=False)
-    pipe.save_pretrained(folder)
-    return folder
+    """SD's layout with tiny random weights (``bench.random_models``: the same writer the GPU
+    check uses for its SD 2.1-base-sized model)."""
+    configs = dict(TINY, vae=dict(TINY["vae"], scaling_factor=SCALING))
+    return save_random_stable_diffusion(folder, configs, seed)
 
 
 def save_tiny_deepfloyd_if(folder: Path, seed: int = 0) -> Path:

@@ -25,10 +25,14 @@ def sd21_base_configs() -> dict:
                       .read_text(encoding="utf-8"))
 
 
-def random_sd21_base(device: torch.device, render_size: int, half: bool) -> StableDiffusionPrior:
+def random_sd21_base(device: torch.device, render_size: int, half: bool,
+                     tiny: bool = False) -> StableDiffusionPrior:
+    """SD 2.1-base's UNet and VAE with random weights (``tiny``: the tests' tiny layout)."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
-    cfg = sd21_base_configs()
+    from .random_models import TINY
+
+    cfg = TINY if tiny else sd21_base_configs()
     torch.manual_seed(0)
     unet = UNet2DConditionModel.from_config({k: v for k, v in cfg["unet"].items()
                                              if not k.startswith("_")})
@@ -41,14 +45,15 @@ def random_sd21_base(device: torch.device, render_size: int, half: bool) -> Stab
 
 
 def time_sds_step(device: torch.device, steps: int, render: int, render_size: int,
-                  guidance_scale: float) -> dict:
-    """Mean time of ``steps`` SDS steps (after a warm-up) through a random SD 2.1-base."""
+                  guidance_scale: float, tiny: bool = False) -> dict:
+    """Mean time of ``steps`` SDS steps (after a warm-up) through a random SD 2.1-base
+    (fp16 on CUDA, fp32 on the CPU)."""
     built = time.perf_counter()
-    prior = random_sd21_base(device, render_size, half=True)
+    prior = random_sd21_base(device, render_size, half=True, tiny=tiny)
     build_s = time.perf_counter() - built
     n_unet = sum(p.numel() for p in prior.unet.parameters())
     n_vae = sum(p.numel() for p in prior.vae.parameters())
-    hidden = sd21_base_configs()["unet"]["cross_attention_dim"]
+    hidden = prior.unet.config.cross_attention_dim
     g = torch.Generator().manual_seed(0)
     cond = Condition(torch.randn(1, 77, hidden, generator=g).to(device),
                      torch.randn(1, 77, hidden, generator=g).to(device))

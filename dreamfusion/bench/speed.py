@@ -1,11 +1,14 @@
 """``dreamfusion bench speed``: each backend on this machine, measured in one run against the
 PyTorch reference.
 
-Per backend (``torch``, and ``cpp`` on a CPU or ``tcnn`` + nerfacc on CUDA): hash-grid
-samples/s at DreamFusion's size, rendered rays/s at 64x64, toy-prior SDS steps/s, the time of a
-finished toy run, and the peak memory of doing all that. Each backend is measured in a fresh
-process, so that its peak memory is its own. One more row per machine: the SDS step through a
-Stable-Diffusion-sized UNet and VAE with random weights, which no hash-grid backend changes.
+Per row: hash-grid samples/s at DreamFusion's size, rendered rays/s at 64x64, toy-prior SDS
+steps/s, the time of a finished toy run, and the peak memory of doing all that. The rows are
+the PyTorch reference (hash grid and marcher) with the config's normals; the same with
+analytic normals (the fastest all-PyTorch training render, so no ratio flatters the kernel);
+and the fast paths: the compiled kernel on a CPU; nerfacc's marcher, then tiny-cuda-nn with
+it, on CUDA. Each row is measured in a fresh process, so that its peak memory is its own.
+One more row per machine: the SDS step through a Stable-Diffusion-sized UNet and VAE with
+random weights, which no hash-grid backend changes.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import multiprocessing
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -20,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..nerf.cameras import sample_cameras
 from ..nerf.hashgrid import HashGridEncoding
+from ..nerf.marcher import load_nerfacc
 from ..nerf.renderer import render
 from ..nerf.shading import sample_light_directions
 from ..pipeline.artifacts import write_json
@@ -114,23 +119,42 @@ def toy_step_rate(cfg: DictConfig, device: torch.device, steps: int) -> float:
     return steps / (time.perf_counter() - start)
 
 
-def measure_backend(config: dict, backend: str, device_name: str, points: int, repeats: int,
+@dataclass(frozen=True)
+class Row:
+    label: str
+    grid: str                     # nerf.grid.backend
+    marcher: str                  # marcher.backend
+    normals: str | None = None    # nerf.normals; None: the config's
+
+
+def rows_for(device: torch.device) -> list[Row]:
+    if device.type == "cpu":
+        return [Row("torch", "torch", "torch"), Row("torch, analytic normals", "torch", "torch",
+                                                    "analytic"), Row("cpp", "cpp", "torch")]
+    return [Row("torch", "torch", "torch"), Row("torch, analytic normals", "torch", "torch",
+                                                "analytic"),
+            Row("torch + nerfacc", "torch", "nerfacc"), Row("tcnn + nerfacc", "tcnn", "nerfacc")]
+
+
+def measure_backend(config: dict, row: Row, device_name: str, points: int, repeats: int,
                     toy_steps: int, toy_run: bool) -> dict:
-    """Every measurement of one backend; run in a fresh process (see the module's doc)."""
+    """Every measurement of one row; run in a fresh process (see the module's doc)."""
     device = select_device(device_name)
-    # the reference row is the reference throughout: PyTorch hash grid and PyTorch marcher
-    cfg = OmegaConf.merge(config, {"device": device.type, "nerf": {"grid": {"backend": backend}},
-                                   "marcher": {"backend": "torch" if backend == "torch" else "auto"}})
-    row = {"backend": backend, **grid_rates(backend, device, points, repeats),
+    nerf = {"grid": {"backend": row.grid}} | ({"normals": row.normals} if row.normals else {})
+    cfg = OmegaConf.merge(config, {"device": device.type, "nerf": nerf,
+                                   "marcher": {"backend": row.marcher}})
+    backend = row.grid
+    result = {"backend": row.label, "normals": cfg.nerf.normals,
+              **grid_rates(backend, device, points, repeats),
            **render_rates(cfg, device, repeats)}
-    row["toy_steps_per_second"] = toy_step_rate(cfg, device, toy_steps)
+    result["toy_steps_per_second"] = toy_step_rate(cfg, device, toy_steps)
     if toy_run:
         with tempfile.TemporaryDirectory() as tmp:
-            result = run(PROMPT, cfg, run_dir=Path(tmp) / "run", quiet=True)
-        row["toy_run_seconds"] = result.seconds
-        row["toy_run_iou"] = result.metrics.get("silhouette_iou")
-    row["peak_memory_gb"] = peak_memory_gb(device)[0]
-    return row
+            finished = run(PROMPT, cfg, run_dir=Path(tmp) / "run", quiet=True)
+        result["toy_run_seconds"] = finished.seconds
+        result["toy_run_iou"] = finished.metrics.get("silhouette_iou")
+    result["peak_memory_gb"] = peak_memory_gb(device)[0]
+    return result
 
 
 def measure_sd_step(device_name: str, steps: int) -> dict:
@@ -145,25 +169,23 @@ def _in_fresh_process(fn, *args):
         return pool.submit(fn, *args).result()
 
 
-def backends_for(device: torch.device) -> list[str]:
-    return ["torch", "cpp"] if device.type == "cpu" else ["torch", "tcnn"]
-
-
-def _available(backend: str, device: torch.device) -> tuple[bool, str]:
-    if backend == "torch":
+def _available(row: Row, device: torch.device) -> tuple[bool, str]:
+    if row.marcher == "nerfacc" and load_nerfacc() is None:
+        return False, "nerfacc does not import with its CUDA kernels here"
+    if row.grid == "torch":
         return True, ""
-    enc = HashGridEncoding(*GRID, backend=backend).to(device)
-    return enc.active_backend == backend, enc.describe_backend()
+    enc = HashGridEncoding(*GRID, backend=row.grid).to(device)
+    return enc.active_backend == row.grid, enc.describe_backend()
 
 
 def _tables(rows: list[dict], sd: dict | None) -> str:
     ref = rows[0]
     ratio = lambda r, key: f"{r[key] / 1e6:.3f} ({r[key] / ref[key]:.1f}x)"   # noqa: E731
     main = markdown_table(
-        ["machine", "backend", "grid fwd M samples/s", "grid fwd+bwd M samples/s",
+        ["machine", "backend", "normals", "grid fwd M samples/s", "grid fwd+bwd M samples/s",
          "render rays/s (no grad)", "render rays/s (train)", "toy SDS steps/s",
          "toy run s (IoU)", "peak memory GB"],
-        [[r["machine"], r["backend"], ratio(r, "grid_forward"), ratio(r, "grid_forward_backward"),
+        [[r["machine"], r["backend"], r["normals"], ratio(r, "grid_forward"), ratio(r, "grid_forward_backward"),
           f"{r['render_rays']:.0f} ({r['render_rays'] / ref['render_rays']:.1f}x)",
           f"{r['render_train_rays']:.0f} ({r['render_train_rays'] / ref['render_train_rays']:.1f}x)",
           f"{r['toy_steps_per_second']:.2f} ({r['toy_steps_per_second'] / ref['toy_steps_per_second']:.1f}x)",
@@ -188,13 +210,13 @@ def run_speed_bench(cfg: DictConfig, device_name: str, points: int, repeats: int
     config = OmegaConf.to_container(cfg, resolve=True)
     build_prior(OmegaConf.merge(cfg, {"device": "cpu"}))   # toy references cached once, for all
     rows = []
-    for backend in backends_for(device):
-        ok, why = _available(backend, device)
+    for spec in rows_for(device):
+        ok, why = _available(spec, device)
         if not ok:
-            print(f"skipping {backend}: {why}", flush=True)
+            print(f"skipping {spec.label}: {why}", flush=True)
             continue
-        print(f"measuring {backend} ...", flush=True)
-        row = _in_fresh_process(measure_backend, config, backend, device_name, points, repeats,
+        print(f"measuring {spec.label} ...", flush=True)
+        row = _in_fresh_process(measure_backend, config, spec, device_name, points, repeats,
                                 toy_steps, toy_run)
         rows.append({"machine": machine(), "device": device.type, **row})
     sd = None
@@ -211,8 +233,12 @@ def run_speed_bench(cfg: DictConfig, device_name: str, points: int, repeats: int
             f"run is `dreamfusion run \"{PROMPT}\"` with the config, wall clock, export and "
             "evaluation included. Each backend runs in its own process; peak memory is that "
             "process's peak resident set (CPU) or peak allocated GPU memory (CUDA). Best of "
-            f"{repeats} after a warm-up for the grid and renders; ratios are to the torch row of "
-            f"the same run.\n\n{table}\n")
+            f"{repeats} after a warm-up for the grid and renders; ratios are to the first (torch) "
+            "row of the same run, which computes what the fast rows compute. Normals: "
+            "`finite_difference` (forward differences, first derivatives: every backend serves "
+            "them) or `analytic` (autograd's second derivative: the PyTorch encoding only, and "
+            "the faster choice for it), so the second row is the fastest all-PyTorch training "
+            f"step.\n\n{table}\n")
     suffix = device.type
     write_text(Path(results) / f"speed_{suffix}.md", text)
     write_json(Path(results) / f"speed_{suffix}.json",

@@ -134,11 +134,13 @@ def _validate_regularizers(cfg: DictConfig) -> None:
         key = f"regularizers.{name}"
         if isinstance(value, ListConfig):
             v = list(value)
-            ok = (len(v) == 4 and all(_is_number(x) for x in v) and 0 <= v[0] < v[3]
-                  and v[1] >= 0 and v[2] >= 0)
+            ok = len(v) == 4 and all(_is_number(x) for x in v)
+            if ok:
+                v = [float(x) for x in v]
+                ok = 0 <= v[0] < v[3] and v[1] >= 0 and v[2] >= 0
             _check(ok, key, "must be a weight >= 0 or [start_step, start_value, end_value, "
                             f"end_step] with 0 <= start_step < end_step and weights >= 0, got {v}")
-            _check(all(math.isfinite(float(x)) for x in v), key, f"must be finite, got {v}")
+            _check(all(math.isfinite(x) for x in v), key, f"must be finite, got {v}")
         else:
             _check(_is_number(value) and math.isfinite(float(value)) and float(value) >= 0, key,
                    f"must be a weight >= 0 or [start_step, start_value, end_value, end_step], "
@@ -146,7 +148,15 @@ def _validate_regularizers(cfg: DictConfig) -> None:
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A number, or text that is one: the override grammar (YAML 1.1) reads ``1e-3``, which
+    has no dot, as a string."""
+    if isinstance(value, bool):
+        return False
+    try:
+        float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _validate_resilience(cfg: DictConfig) -> None:

@@ -9,6 +9,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import sysconfig
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -51,12 +52,14 @@ def _compiler_version() -> str:
 
 
 def build_key(native: bool) -> str:
-    """Everything that changes the build: torch's build and headers (its install folder, so
-    two venvs never share ``build.ninja``, which embeds the include paths), the Python that
-    loads it, the compiler, the flags, the source and, for ``-march=native``, the CPU."""
+    """Everything that changes the build: torch's version and install folder (two venvs with
+    their own torch never share ``build.ninja``, which embeds its include and library paths),
+    Python's headers, the compiler, the flags, the source and, for ``-march=native``, the
+    CPU. A venv that reuses the base interpreter's torch shares its build."""
     import torch.utils.cpp_extension as ext
 
-    parts = [torch.__version__, os.path.dirname(torch.__file__), sys.executable, sys.version,
+    parts = [torch.__version__, os.path.dirname(torch.__file__), sys.version,
+             sysconfig.get_paths()["include"],
              _compiler_version(), " ".join(_FLAGS), str(native), _cpu_tag() if native else "",
              hashlib.sha256(_source().read_bytes()).hexdigest(),
              " ".join(ext.include_paths())]

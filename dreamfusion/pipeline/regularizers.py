@@ -15,8 +15,9 @@ REGULARIZERS = ("orientation", "sparsity", "entropy")
 
 
 def weight_at(schedule: Any, step: int) -> float:
-    """The weight that ``schedule`` gives at ``step``."""
-    if isinstance(schedule, (int, float)):
+    """The weight that ``schedule`` gives at ``step`` (numbers may come as text: the override
+    grammar reads ``1e-3`` as a string)."""
+    if isinstance(schedule, (int, float, str)):
         return float(schedule)
     start_step, start, end, end_step = (float(v) for v in schedule)
     if step <= start_step:

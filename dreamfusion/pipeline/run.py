@@ -15,10 +15,11 @@ from ..errors import Interrupted, TrainingFailed, UserError
 from ..export.mesh import NoSurface
 from ..export.pipeline import export_settings, field_mesh
 from ..export.writers import write_meshes
+from ..guidance.base import Prior
 from ..guidance.toy.prior import ToyWorldPrior
 from ..utils.atomic import write_png, write_text
 from .artifacts import validation_strip, write_json, write_turntable
-from .build import build_prior, build_scene
+from .build import Scene, build_prior, build_scene
 from .checkpoint import CheckpointStore, Loaded, check_compatible
 from .evaluate import silhouette_iou, toy_metrics
 from .inputs import check_output_root, new_run_dir, prepare, select_device
@@ -35,6 +36,29 @@ class RunResult:
     metrics: dict = field(default_factory=dict)
 
 
+@dataclass
+class _Session:
+    """One sitting of a run: what training and the finish need, built by ``_start``."""
+    prompt: str
+    cfg: DictConfig
+    run_dir: Path
+    scene: Scene
+    prior: Prior
+    trainer: Trainer
+    supervisor: Supervisor
+    events: EventLog
+    started: float
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.run_dir / "metrics.jsonl"
+
+    @property
+    def view(self) -> tuple[float, float]:
+        """The distance and field of view of the validation and turntable cameras."""
+        return sum(self.cfg.camera.distance) / 2, sum(self.cfg.camera.fov) / 2
+
+
 def run(prompt: str, cfg: DictConfig, run_dir: Path | None = None, quiet: bool = False,
         resume_from: Loaded | None = None) -> RunResult:
     """Train on ``prompt`` and write the run folder; returns where and what was written.
@@ -42,6 +66,15 @@ def run(prompt: str, cfg: DictConfig, run_dir: Path | None = None, quiet: bool =
     With ``resume_from`` (a checkpoint of ``run_dir``) training continues from it, provided
     it was made with the same training config.
     """
+    session = _start(prompt, cfg, run_dir, quiet, resume_from)
+    _train(session, quiet)
+    return _finish(session)
+
+
+def _start(prompt: str, cfg: DictConfig, run_dir: Path | None, quiet: bool,
+           resume_from: Loaded | None) -> _Session:
+    """Check the inputs, build and load everything, then create the run folder and its first
+    checkpoint (or restore ``resume_from``)."""
     prompt, root = prepare(prompt, cfg, root_check=run_dir is None)
     if resume_from is not None:
         check_compatible(resume_from, cfg)
@@ -69,19 +102,24 @@ def run(prompt: str, cfg: DictConfig, run_dir: Path | None = None, quiet: bool =
     for name in store.remove_partial():
         events(f"removed {name}, left by a save that was cut short")
     supervisor = Supervisor(trainer, scene, store, events, prompt, config_yaml, started)
-    metrics_path = run_dir / "metrics.jsonl"
+    session = _Session(prompt, cfg, run_dir, scene, prior, trainer, supervisor, events, started)
     if resume_from is None:
         events(f"started \"{prompt}\" with seed {cfg.seed}, {cfg.steps} steps")
-        truncate_metrics(metrics_path, 0)
+        truncate_metrics(session.metrics_path, 0)
         supervisor.save()
     else:
         supervisor.restore(resume_from)
-        truncate_metrics(metrics_path, trainer.step)
+        truncate_metrics(session.metrics_path, trainer.step)
         events(f"resumed at step {trainer.step} from {resume_from.path.name}", warn=not quiet)
-    distance, fov = sum(cfg.camera.distance) / 2, sum(cfg.camera.fov) / 2
-    log = MetricsLog(metrics_path, cfg.steps, cfg.output.log_every, quiet, trainer.step)
+    return session
 
-    caption = prior.parse(prompt) if isinstance(prior, ToyWorldPrior) else None
+
+def _train(s: _Session, quiet: bool) -> None:
+    """The supervised loop, with validation strips and (toy prior) the IoU curve on the way."""
+    cfg, scene = s.cfg, s.scene
+    log = MetricsLog(s.metrics_path, cfg.steps, cfg.output.log_every, quiet, s.trainer.step)
+    caption = s.prior.parse(s.prompt) if isinstance(s.prior, ToyWorldPrior) else None
+    distance, fov = s.view
 
     def on_step(stats: StepStats) -> None:
         log(stats)
@@ -89,7 +127,7 @@ def run(prompt: str, cfg: DictConfig, run_dir: Path | None = None, quiet: bool =
             return
         last = stats.step == cfg.steps
         if stats.step % cfg.output.val_every == 0 or last:
-            write_png(run_dir / "val" / f"step_{stats.step:06d}.png",
+            write_png(s.run_dir / "val" / f"step_{stats.step:06d}.png",
                       validation_strip(scene, distance, fov, cfg.output.val_size))
         if caption is not None and (stats.step % cfg.output.eval_every == 0 or last):
             # the curve of IoU against step: 8 views at 15 deg, about 0.2 s
@@ -97,40 +135,45 @@ def run(prompt: str, cfg: DictConfig, run_dir: Path | None = None, quiet: bool =
             log.write({"step": stats.step, "eval_silhouette_iou": round(iou.iou, 4)})
 
     try:
-        supervisor.run(on_step, on_rollback=lambda step: truncate_metrics(metrics_path, step))
+        s.supervisor.run(on_step, on_rollback=lambda step: truncate_metrics(s.metrics_path, step))
     except TrainingFailed as exc:
-        raise TrainingFailed(f"{exc} (run folder {run_dir})") from None
+        raise TrainingFailed(f"{exc} (run folder {s.run_dir})") from None
     except Interrupted as exc:
-        events(str(exc))
-        raise Interrupted(f"{exc} in {run_dir}; continue with: dreamfusion run --resume "
-                          f"{run_dir}") from None
+        s.events(str(exc))
+        raise Interrupted(f"{exc} in {s.run_dir}; continue with: dreamfusion run --resume "
+                          f"{s.run_dir}") from None
     finally:
         log.close()
-    train_seconds = supervisor.train_seconds
+
+
+def _finish(s: _Session) -> RunResult:
+    """The turntable, the meshes, the toy scores and ``summary.json``."""
+    cfg, scene, run_dir = s.cfg, s.scene, s.run_dir
+    train_seconds = s.supervisor.train_seconds
     o = cfg.output
+    distance, fov = s.view
     write_turntable(scene, run_dir / "turntable.gif", o.turntable_frames, o.turntable_size,
                     o.turntable_elevation, distance, fov)
     files = ["config.yaml", "run.log", "metrics.jsonl", "val/", "checkpoints/", "turntable.gif"]
     settings = export_settings(cfg)
-    threshold = settings.threshold
-    metrics: dict = {"train_seconds": round(train_seconds, 1), "steps": trainer.step,
+    metrics: dict = {"train_seconds": round(train_seconds, 1), "steps": s.trainer.step,
                      "hashgrid_backend": scene.field.encoding.active_backend,
-                     "rollbacks": supervisor.rollbacks}
+                     "rollbacks": s.supervisor.rollbacks}
     mesh = None
     if cfg.export.enabled:
         try:
             mesh = field_mesh(scene.field, settings)
             files += [p.name for p in write_meshes(mesh, run_dir, list(settings.formats))]
         except NoSurface as exc:    # training made nothing solid: a result, not bad input
-            events(f"no mesh written: {exc}", warn=True)
+            s.events(f"no mesh written: {exc}", warn=True)
             metrics["export_error"] = str(exc)
-    if isinstance(prior, ToyWorldPrior):
-        metrics.update(toy_metrics(scene, prior, prompt, cfg,
+    if isinstance(s.prior, ToyWorldPrior):
+        metrics.update(toy_metrics(scene, s.prior, s.prompt, cfg,
                                    None if mesh is None else mesh.vertices,
-                                   None if mesh is None else mesh.faces, threshold))
-    seconds = time.perf_counter() - started
-    metrics["total_seconds"] = round(supervisor.seconds_before + seconds, 1)
-    write_json(run_dir / "summary.json", {"prompt": prompt, "seed": cfg.seed, **metrics})
+                                   None if mesh is None else mesh.faces, settings.threshold))
+    seconds = time.perf_counter() - s.started
+    metrics["total_seconds"] = round(s.supervisor.seconds_before + seconds, 1)
+    write_json(run_dir / "summary.json", {"prompt": s.prompt, "seed": cfg.seed, **metrics})
     files.append("summary.json")
     return RunResult(run_dir, seconds, files, metrics)
 

@@ -60,9 +60,9 @@ class DiffusersPrior(Prior):
         load (a model that cannot be loaded is bad input: no run starts)."""
         from diffusers import DDPMScheduler, UNet2DConditionModel
 
-        with _loading(s, "scheduler"):
+        with loading_part(s, "scheduler"):
             scheduler = DDPMScheduler.from_pretrained(s.folder, subfolder="scheduler")
-        with _loading(s, "unet"):
+        with loading_part(s, "unet"):
             unet = UNet2DConditionModel.from_pretrained(
                 s.folder, subfolder="unet", torch_dtype=s.dtype, variant=s.variant("unet"))
         return cls(s, unet, scheduler, **cls._load_extra(s))
@@ -89,9 +89,9 @@ class DiffusersPrior(Prior):
         import transformers
 
         s = self.settings
-        with _loading(s, "tokenizer"):
+        with loading_part(s, "tokenizer"):
             tokenizer = transformers.AutoTokenizer.from_pretrained(s.folder, subfolder="tokenizer")
-        with _loading(s, "text_encoder"):
+        with loading_part(s, "text_encoder"):
             encoder = getattr(transformers, self.text_encoder_class).from_pretrained(
                 s.folder, subfolder="text_encoder", variant=s.variant("text_encoder"),
                 **transformers_dtype(self.dtype))
@@ -161,7 +161,7 @@ class DiffusersPrior(Prior):
 
 
 @contextmanager
-def _loading(s: DiffusersSettings, part: str) -> Iterator[None]:
+def loading_part(s: DiffusersSettings, part: str) -> Iterator[None]:
     """Any failure to load ``part`` becomes one line naming it and the folder: a missing or
     corrupt file, a wrong kind of model, a missing library (``protobuf`` for a tokenizer that
     ships as ``spiece.model`` only)."""

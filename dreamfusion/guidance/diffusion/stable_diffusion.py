@@ -5,7 +5,7 @@ from typing import Any
 
 import torch
 
-from .prior import DiffusersPrior, DiffusersSettings, _loading, _on
+from .prior import DiffusersPrior, DiffusersSettings, loading_part, _on
 
 
 class StableDiffusionPrior(DiffusersPrior):
@@ -17,7 +17,7 @@ class StableDiffusionPrior(DiffusersPrior):
     def _load_extra(cls, s: DiffusersSettings) -> dict[str, Any]:
         from diffusers import AutoencoderKL
 
-        with _loading(s, "vae"):
+        with loading_part(s, "vae"):
             vae = AutoencoderKL.from_pretrained(s.folder, subfolder="vae", torch_dtype=s.dtype,
                                                 variant=s.variant("vae"))
         return {"vae": vae}

@@ -1,0 +1,183 @@
+"""``dreamfusion bench gpu``: one command that proves the CUDA path on a machine with one GPU
+and no internet, and writes ``results/speed_cuda.md``.
+
+In order: the CUDA-only tests (``tests/test_cuda_backends.py``, where the checkout has them);
+each backend against the PyTorch reference (``bench speed``: nerfacc and our marcher, the
+PyTorch hash grid, tiny-cuda-nn where it imports); one SDS step through an SD 2.1-base-sized
+UNet and VAE with random weights in fp16 at DreamFusion's setting (64x64 render -> 512 ->
+64x64 latent, batch 1, guidance 100); and ``dreamfusion run`` with ``dreamfusion-sd.yaml`` for
+``--run-steps`` steps on a random SD 2.1-base written to disk in the published layout (so
+loading is on the path too), exporting its mesh. ``--tiny`` swaps in tiny models and sizes,
+which is how the tests run it on a CPU.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+# the CUDA-only tests, relative to a checkout; a pip-installed package has no tests/
+CUDA_TESTS = "tests/test_cuda_backends.py"
+
+
+def add_parser(subparsers: Any) -> None:
+    gpu = subparsers.add_parser("gpu", help="prove the CUDA path in one command -> results/speed_cuda.md")
+    gpu.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
+                     help="cuda (the check); cpu only to test this command")
+    gpu.add_argument("--run-steps", type=int, default=300, help="steps of the SD run")
+    gpu.add_argument("--sd-steps", type=int, default=10, help="SDS steps timed")
+    gpu.add_argument("--tiny", action="store_true", help="tiny models and sizes (a test of this command)")
+    gpu.add_argument("--skip-tests", action="store_true", help="do not run the CUDA-only tests")
+    gpu.add_argument("--results", default="results")
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..errors import UserError
+
+    if args.overrides:
+        raise UserError(f"bench gpu takes no config overrides: {' '.join(args.overrides)}")
+    if args.run_steps < 1 or args.sd_steps < 1:
+        raise UserError("--run-steps and --sd-steps must be >= 1")
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError("bench gpu needs a CUDA GPU (torch.cuda.is_available() is False); "
+                            "--device cpu --tiny only tests the command")
+    run_gpu_bench(args.device, args.run_steps, args.sd_steps, args.tiny, not args.skip_tests,
+                  Path(args.results), _command(args))
+    return 0
+
+
+def _command(args: argparse.Namespace) -> str:
+    flags = ["--device", args.device, "--run-steps", str(args.run_steps),
+             "--sd-steps", str(args.sd_steps)]
+    return " ".join(["dreamfusion bench gpu", *flags] + ["--tiny"] * args.tiny
+                    + ["--skip-tests"] * args.skip_tests)
+
+
+def cuda_tests() -> dict:
+    """Run the CUDA-only tests in a child pytest; their summary line and exit code."""
+    if not Path(CUDA_TESTS).is_file():
+        return {"summary": f"not run: no {CUDA_TESTS} here (run from a checkout)", "exit_code": None}
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", CUDA_TESTS],
+                          capture_output=True, text=True)
+    lines = done.stdout.strip().splitlines()
+    summary = next((ln.strip("= ") for ln in reversed(lines)
+                    if re.search(r"\d+ (passed|failed|skipped|error)", ln)), "no summary")
+    skips = [ln for ln in lines if ln.startswith("SKIPPED")]
+    return {"summary": summary, "exit_code": done.returncode, "skipped": skips,
+            "seconds": round(time.perf_counter() - start, 1)}
+
+
+def sd_run(device: str, steps: int, tiny: bool, folder: Path) -> dict:
+    """``dreamfusion run`` with ``dreamfusion-sd.yaml`` for ``steps`` steps on a random SD
+    written to ``folder``: steps/s, peak memory, and whether it exported a mesh."""
+    import torch
+
+    from ..config import load_config
+    from ..pipeline.run import run
+    from .measure import peak_memory_gb
+    from .random_models import TINY, save_random_stable_diffusion
+    from .sds_step import sd21_base_configs
+
+    written = time.perf_counter()
+    configs = TINY if tiny else sd21_base_configs()
+    half = torch.float16 if device == "cuda" else torch.float32
+    model = save_random_stable_diffusion(folder / "random-sd", configs, dtype=half)
+    write_s = time.perf_counter() - written
+    overrides = [f"guidance.model={model}", f"steps={steps}", f"device={device}",
+                 f"output.val_every={steps}", f"checkpoint.every={steps}",
+                 f"guidance.cache_dir={folder / 'cache'}", "export.texture_size=256"]
+    if tiny:
+        overrides += ["height=16", "width=16", "nerf.grid.n_levels=4", "nerf.grid.start_levels=2",
+                      "nerf.grid.start_step=1", "nerf.grid.level_every=1",
+                      "nerf.grid.table_size_log2=12", "nerf.hidden=16",
+                      "marcher.grid_resolution=16", "marcher.warmup_steps=2",
+                      "shading.albedo_only_steps=1", "export.resolution=32",
+                      "output.val_size=16", "output.turntable_frames=3",
+                      "output.turntable_size=16", "nerf.blob_density=10"]
+    cfg = load_config("dreamfusion-sd", overrides)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    result = run("a hamburger", cfg, run_dir=folder / "run", quiet=True)
+    memory, kind = peak_memory_gb(torch.device(device))
+    m = result.metrics
+    return {"steps": steps, "train_seconds": m["train_seconds"],
+            "steps_per_second": round(steps / max(m["train_seconds"], 1e-9), 2),
+            "peak_memory_gb": round(memory, 2), "memory_kind": kind,
+            "exported": sorted(f for f in result.files if f.startswith("model.")),
+            "hashgrid_backend": m.get("hashgrid_backend"), "write_model_seconds": round(write_s, 1),
+            "total_seconds": round(result.seconds, 1)}
+
+
+def run_gpu_bench(device: str, run_steps: int, sd_steps: int, tiny: bool, tests: bool,
+                  results: Path, command: str) -> dict:
+    from ..config import load_config
+    from ..pipeline.artifacts import write_json
+    from ..utils.atomic import write_text
+    from .speed import run_speed_bench
+    from .sds_step import time_sds_step
+    from .toy import machine
+
+    started = time.perf_counter()
+    report: dict = {"command": command, "machine": machine()}
+    if tests:
+        print("CUDA-only tests ...", flush=True)
+        report["tests"] = cuda_tests()
+    print("backends against the PyTorch reference ...", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        points, repeats, toy_steps = (2000, 1, 2) if tiny else (262144, 3, 30)
+        overrides = ["steps=4", "height=16", "width=16", "guidance.references=16"] if tiny else []
+        # no full toy runs: four of them would take half of the check's time
+        rows = run_speed_bench(load_config("toy", overrides), device, points, repeats, toy_steps,
+                               False, 0, tmp, "(part of bench gpu)")
+        speed_table = (Path(tmp) / f"speed_{device}.md").read_text(encoding="utf-8")
+    report["backends"] = rows
+    print("SD-sized SDS step ...", flush=True)
+    import torch
+
+    report["sds_step"] = time_sds_step(torch.device(device), sd_steps, 64 if not tiny else 16,
+                                       512 if not tiny else 32, 100.0, tiny=tiny)
+    print(f"dreamfusion run, {run_steps} steps on a random SD ...", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        report["sd_run"] = sd_run(device, run_steps, tiny, Path(tmp))
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    name = f"speed_{device}" if not tiny else f"speed_{device}_tiny"
+    write_text(results / f"{name}.md", _markdown(report, speed_table))
+    write_json(results / f"{name}.json", report)
+    print(f"wrote {results / (name + '.md')} in {report['seconds']:.0f} s")
+    return report
+
+
+def _markdown(r: dict, speed_table: str) -> str:
+    from .tables import markdown_table
+
+    tests = r.get("tests")
+    tests_text = ("not run (--skip-tests)" if tests is None else
+                  f"`{CUDA_TESTS}`: {tests['summary']}" +
+                  "".join(f"\n- {s}" for s in tests.get("skipped", [])))
+    s, run = r["sds_step"], r["sd_run"]
+    step = markdown_table(
+        ["device", "dtype", "render -> VAE input -> latent", "guidance", "SDS steps/s",
+         "peak memory GB"],
+        [[s["device"], s["dtype"], f"{s['render']}x{s['render']} -> {s['render_size']} -> "
+          f"{s['latent']}", f"{s['guidance_scale']:g}", f"{s['steps_per_second']:.2f}",
+          f"{s['peak_memory_gb']:.2f} ({s['memory_kind']})"]])
+    runs = markdown_table(
+        ["steps", "steps/s", "train s", "peak memory GB", "hash grid", "exported"],
+        [[run["steps"], f"{run['steps_per_second']:.2f}", f"{run['train_seconds']:.1f}",
+          f"{run['peak_memory_gb']:.2f}", run["hashgrid_backend"], ", ".join(run["exported"])
+          or "nothing"]])
+    body = speed_table.split("\n", 2)[2] if speed_table.startswith("# ") else speed_table
+    return (f"# GPU check\n\nCommand: `{r['command']}` ({r['seconds']:.0f} s)\n\n"
+            f"Machine: {r['machine']}\n\n## CUDA-only tests\n\n{tests_text}\n\n"
+            f"## Backends\n{body}\n## SD-sized SDS step (random SD 2.1-base weights)\n\n"
+            f"{step}\n\n## `dreamfusion run` with dreamfusion-sd.yaml on random SD 2.1-base "
+            f"weights (written and loaded from disk)\n\n{runs}\n")
