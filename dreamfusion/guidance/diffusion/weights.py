@@ -95,7 +95,7 @@ def resolve_model(name: str, subfolders: tuple[str, ...], variant: str | None = 
         raise UserError(f"model {name!r} is neither a folder nor a hub id (owner/name); "
                         f"pass guidance.model=/path/to/a/diffusers/folder or a hub id")
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
+    from huggingface_hub.utils import LocalEntryNotFoundError   # .errors only from 0.25 on
 
     patterns = ["model_index.json"] + [f"{s}/*" for s in subfolders]
     try:
