@@ -21,7 +21,7 @@ class DiffusersSettings:
     folder: Path                    # where it lies on disk
     device: torch.device
     half_precision: bool = True     # fp16 on CUDA
-    render_size: int | None = None  # None: what the model was trained at (``native_size``)
+    render_size: int | None = None  # None: the model's own size (``DiffusersPrior.render_size``)
     cache_dir: Path | None = None   # text embeddings; None: no disk cache
 
     @property
@@ -52,6 +52,7 @@ class DiffusersPrior(Prior):
 
     subfolders: tuple[str, ...] = ("scheduler", "tokenizer", "text_encoder", "unet")
     pipelines: tuple[str, ...] = ()               # model_index.json classes this prior takes
+    pixels_per_sample = 1                         # image pixels per UNet sample, per side
     text_encoder_class = "CLIPTextModel"          # a transformers class name
 
     @classmethod
@@ -142,8 +143,6 @@ class DiffusersPrior(Prior):
 
     def predict_noise(self, x_t: torch.Tensor, t: torch.Tensor, condition: Any) -> torch.Tensor:
         return self.predict_noise_many(x_t, t, [condition])[0]
-
-    pixels_per_sample = 1                         # image pixels per UNet sample, per side
 
     @property
     def render_size(self) -> int:
