@@ -72,7 +72,8 @@ def write_clip_tokenizer(folder: Path, words: Sequence[str] = WORDS) -> Path:
     return folder
 
 
-def _public(config: dict) -> dict:
+def public_config(config: dict) -> dict:
+    """A saved config without its ``_class_name``-style bookkeeping keys, for ``from_config``."""
     return {k: v for k, v in config.items() if not k.startswith("_")}
 
 
@@ -87,18 +88,18 @@ def save_random_stable_diffusion(folder: Path, configs: dict, seed: int = 0,
 
     torch.manual_seed(seed)
     tokenizer = CLIPTokenizer.from_pretrained(write_clip_tokenizer(folder / "tokenizer"))
-    text = _public(configs["text_encoder"])
+    text = public_config(configs["text_encoder"])
     text["vocab_size"] = max(int(text.get("vocab_size", 0)), len(tokenizer))
     text.update(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                 pad_token_id=tokenizer.pad_token_id)
     parts = {
-        "unet": UNet2DConditionModel.from_config(_public(configs["unet"])),
-        "vae": AutoencoderKL.from_config(_public(configs["vae"])),
+        "unet": UNet2DConditionModel.from_config(public_config(configs["unet"])),
+        "vae": AutoencoderKL.from_config(public_config(configs["vae"])),
         "text_encoder": CLIPTextModel(CLIPTextConfig(**text)),
     }
     for name, model in parts.items():
         model.to(dtype).save_pretrained(folder / name)
-    DDPMScheduler.from_config(_public(configs["scheduler"])).save_pretrained(folder / "scheduler")
+    DDPMScheduler.from_config(public_config(configs["scheduler"])).save_pretrained(folder / "scheduler")
     index = {"_class_name": "StableDiffusionPipeline", "_diffusers_version": diffusers.__version__,
              "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
              "text_encoder": ["transformers", "CLIPTextModel"],

@@ -30,15 +30,13 @@ def random_sd21_base(device: torch.device, render_size: int, half: bool,
     """SD 2.1-base's UNet and VAE with random weights (``tiny``: the tests' tiny layout)."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
-    from .random_models import TINY
+    from .random_models import TINY, public_config
 
     cfg = TINY if tiny else sd21_base_configs()
     torch.manual_seed(0)
-    unet = UNet2DConditionModel.from_config({k: v for k, v in cfg["unet"].items()
-                                             if not k.startswith("_")})
-    vae = AutoencoderKL.from_config({k: v for k, v in cfg["vae"].items() if not k.startswith("_")})
-    scheduler = DDPMScheduler.from_config({k: v for k, v in cfg["scheduler"].items()
-                                           if not k.startswith("_")})
+    unet = UNet2DConditionModel.from_config(public_config(cfg["unet"]))
+    vae = AutoencoderKL.from_config(public_config(cfg["vae"]))
+    scheduler = DDPMScheduler.from_config(public_config(cfg["scheduler"]))
     settings = DiffusersSettings("random SD 2.1-base", Path("random-sd21-base"), device, half,
                                  render_size, None)
     return StableDiffusionPrior(settings, unet, scheduler, vae)

@@ -29,7 +29,7 @@ class NeRFConfig:
     blob_density: float = 5.0
     blob_radius: float = 0.5
     # analytic (autograd, needs second derivatives: PyTorch encoding only) or
-    # finite_difference (central differences over fd_eps: every encoding backend)
+    # finite_difference (forward differences over fd_eps: every encoding backend)
     normals: str = "finite_difference"
     fd_eps: float = 0.01
 

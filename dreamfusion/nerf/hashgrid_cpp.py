@@ -56,6 +56,7 @@ def build_key(native: bool) -> str:
     their own torch never share ``build.ninja``, which embeds its include and library paths),
     Python's headers, the compiler, the flags, the source and, for ``-march=native``, the
     CPU. A venv that reuses the base interpreter's torch shares its build."""
+    _quiet_cpp_extension()
     import torch.utils.cpp_extension as ext
 
     parts = [torch.__version__, os.path.dirname(torch.__file__), sys.version,
@@ -81,11 +82,10 @@ def _quiet_cpp_extension() -> None:
 
 
 def _build(native: bool) -> Any:
-    _quiet_cpp_extension()
+    build = _build_dir(native)      # first: its build_key imports the tooling quietly
+    build.mkdir(parents=True, exist_ok=True)
     from torch.utils.cpp_extension import load
 
-    build = _build_dir(native)
-    build.mkdir(parents=True, exist_ok=True)
     # the cell arithmetic vectorizes with the CPU's own SIMD (AVX2 or wider: about 1.4x), and
     # only without trapping math (GCC keeps floor() scalar otherwise; results are identical).
     # No fused multiply-adds: x * scale + 0.5 must round as in the reference, or points on a
