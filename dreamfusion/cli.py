@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="dreamfusion", description="Text-to-3D by score distillation.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = sub.add_parser("run", help="train a 3D object from a prompt and export it")
     run.add_argument("prompt", nargs="?", help='what to make, e.g. "a red cube"')
@@ -93,12 +95,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("dreamfusion")
+    except PackageNotFoundError:        # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .pipeline.inputs import check_prompt, prepare
-    from .pipeline.run import resume, run
+    from .pipeline.inputs import check_words, run_root
 
     if args.resume is not None:
         if args.config is not None:
@@ -108,17 +118,22 @@ def _run(args: argparse.Namespace) -> int:
             args.prompt = None
         if args.dry_run:
             raise UserError("--dry-run checks a new run; it does not combine with --resume")
+        from .pipeline.run import resume
+
         result = resume(Path(args.resume), args.overrides, args.prompt, args.quiet)
     else:
         if args.prompt is None:
             raise UserError("the following arguments are required: prompt")
-        check_prompt(args.prompt)
         cfg = load_config(args.config or DEFAULT_CONFIG, args.overrides)
+        check_words(args.prompt, cfg)       # before torch is imported: refusals are instant
+        from .pipeline.inputs import prepare
+        from .pipeline.run import run
+
         if args.dry_run:
             prepare(args.prompt, cfg, dry_run=True)
             print(to_yaml(cfg), end="")
             print(f"dreamfusion: the prompt and config are valid; the run would go under "
-                  f"{cfg.output.root}/", file=sys.stderr)
+                  f"{os.path.join(run_root(cfg).absolute(), '')}", file=sys.stderr)
             return 0
         result = run(args.prompt, cfg, quiet=args.quiet)
     print(f"wrote {result.run_dir} in {result.seconds:.0f} s: {', '.join(result.files)}")

@@ -52,7 +52,7 @@ def test_end_to_end_run_writes_meshes(fast_overrides, tmp_path, capsys):
     assert obj.encode() != before and "mtllib" not in obj       # vertex colours this time
     assert main(["export", str(run_dir), "--format", "fbx"]) == 2
     assert main(["export", str(tmp_path / "nowhere")]) == 2
-    assert "not a run folder" in capsys.readouterr().err
+    assert "no such folder" in capsys.readouterr().err
 
 
 def test_a_run_says_which_hash_grid_backend_it_uses(fast_overrides, capsys):

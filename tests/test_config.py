@@ -23,7 +23,7 @@ def test_every_key_is_overridable():
     ("nerf.grd.n_levels=4", ["nerf.grd.n_levels", "did you mean 'nerf.grid.n_levels'"]),
     ("stepz=4", ["stepz", "'steps'"]),
     ("steps=abc", ["steps"]),
-    ("steps=-5", ["steps", "> 0"]),
+    ("steps=-5", ["steps", "must be in [1, 10000000], got -5"]),
     ("height=0", ["height"]),
     ("guidance.t_min=0.9", ["t_min"]),
     ("shading.albedo=0.9", ["shading", "sum"]),

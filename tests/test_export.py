@@ -37,7 +37,7 @@ def test_axes_for_gltf():
 
 def test_empty_field_is_a_clear_error():
     field = SphereField(radius=0.5, sigma=1.0)
-    with pytest.raises(UserError, match="empty.*range.*export.threshold="):
+    with pytest.raises(UserError, match="empty.*range.*try a threshold of .*export.threshold"):
         extract_mesh(field, 16, threshold=auto_threshold(0.027))
 
 

@@ -222,7 +222,7 @@ def test_resume_clears_partial_saves_and_refuses_a_folder_without_checkpoints(tm
     partial = ckpts / ".step_000008.pt.k3j2.tmp.pt"             # what a kill mid-save leaves
     partial.write_bytes(b"half")
     assert main(["run", "--resume", str(run_dir), "--quiet"]) == 0
-    assert not partial.exists() and "removed .step_000008.pt.k3j2.tmp.pt" in \
+    assert not partial.exists() and "removed checkpoints/.step_000008.pt.k3j2.tmp.pt" in \
         (run_dir / "run.log").read_text()
     for p in ckpts.iterdir():
         p.write_bytes(b"garbage")

@@ -6,7 +6,8 @@ import torch
 from dreamfusion.config import load_config
 from dreamfusion.errors import UserError
 from dreamfusion.guidance.toy.prior import optimal_denoiser_eps, reference_cameras
-from dreamfusion.guidance.toy.world import COLORS, SHAPES, Caption, parse_caption
+from dreamfusion.guidance.toy.captions import SHAPE_NAMES, parse_caption
+from dreamfusion.guidance.toy.world import COLORS, SHAPES, Caption
 from dreamfusion.pipeline.build import build_prior
 
 VIEWS = ("overhead", "front", "back", "side")
@@ -37,6 +38,7 @@ def test_vocabulary_size():
     assert len(SHAPES) >= 6 and len(COLORS) >= 6
     assert {"sphere", "cube", "cylinder", "cone", "torus", "duck"} <= set(SHAPES)
     assert SHAPES["duck"].has_front
+    assert tuple(SHAPES) == SHAPE_NAMES     # the torch-free vocabulary names every shape
 
 
 @pytest.mark.parametrize("prompt, expected", [

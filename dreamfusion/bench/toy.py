@@ -12,7 +12,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..pipeline.artifacts import write_json
 from ..pipeline.inputs import prepare, slugify
-from ..pipeline.run import RunResult, latest_checkpoint, run
+from ..pipeline.checkpoint import CheckpointStore
+from ..pipeline.run import RunResult, run
 from ..utils.atomic import write_text
 from .tables import markdown_table
 
@@ -78,7 +79,7 @@ def run_once(cfg: DictConfig, prompt: str, seed: int, run_dir: Path) -> dict:
     if finished(run_dir):           # finished earlier: re-running the bench resumes
         return json.loads(summary.read_text())
     seeded = OmegaConf.merge(cfg, {"seed": seed})
-    loaded, _ = latest_checkpoint(run_dir)     # stopped earlier: continue where it stopped
+    loaded = CheckpointStore(run_dir).latest()     # stopped earlier: continue where it stopped
     result: RunResult = run(prompt, seeded, run_dir=run_dir, quiet=True, resume_from=loaded)
     return {"prompt": prompt, "seed": seed, **result.metrics}
 

@@ -14,8 +14,15 @@ from .schema import RunConfig
 from .validate import validate
 
 DEFAULT_CONFIG = "toy"
+# Bounds on what is parsed, so that hostile YAML (an alias bomb, thousands of nested
+# brackets) is refused in milliseconds: the schema is 4 levels deep and about 120 values
+MAX_CONFIG_BYTES = 1 << 20
+MAX_OVERRIDE_CHARS = 1 << 16
+MAX_DEPTH = 16
+MAX_VALUES = 10_000
 
-__all__ = ["RunConfig", "load_config", "config_keys", "resolve_config_path", "DEFAULT_CONFIG"]
+__all__ = ["RunConfig", "load_config", "config_keys", "resolve_config_path", "DEFAULT_CONFIG",
+           "parse_yaml"]
 
 
 def config_keys(node: DictConfig | None = None, prefix: str = "") -> list[str]:
@@ -55,6 +62,41 @@ def resolve_config_path(name: str) -> Path:
     raise UserError(f"config file {name!r} not found")
 
 
+def _check_size(data: object, where: str) -> None:
+    """Refuse nesting deeper than ``MAX_DEPTH`` or more than ``MAX_VALUES`` values, counting
+    each use of a YAML alias again (which is what merging it would build)."""
+    stack, seen = [(data, 0)], 0
+    while stack:
+        node, depth = stack.pop()
+        seen += 1
+        if seen > MAX_VALUES:
+            raise UserError(f"config{where} holds more than {MAX_VALUES} values (YAML aliases "
+                            f"count each time they are used)")
+        if depth > MAX_DEPTH:
+            raise UserError(f"config{where} is nested more than {MAX_DEPTH} levels deep")
+        if isinstance(node, dict):
+            stack += [(v, depth + 1) for v in node.values()]
+            stack += [(k, depth + 1) for k in node if isinstance(k, (tuple, list, dict))]
+        elif isinstance(node, (list, tuple)):
+            stack += [(v, depth + 1) for v in node]
+
+
+def parse_yaml(text: str, where: str) -> object:
+    """YAML with bounded size, depth and alias expansion; ``where`` names it in errors
+    (" in toy.yaml"). Raises ``UserError`` naming the first problem."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise UserError(f"config{where} is {len(text)} characters long; the limit is "
+                        f"{MAX_CONFIG_BYTES}")
+    try:
+        data = yaml.safe_load(text)
+    except RecursionError:
+        raise UserError(f"config{where} is nested more than {MAX_DEPTH} levels deep") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"config{where} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    _check_size(data, where)
+    return data
+
+
 def _check_keys(data: object, keys: list[str], where: str, prefix: str = "") -> None:
     if not isinstance(data, dict):
         return
@@ -84,10 +126,15 @@ def _parse_override(item: str, keys: list[str]) -> dict:
     key = key.strip()
     if key not in keys:
         raise _unknown_key(key, keys, " on the command line")
+    if len(raw) > MAX_OVERRIDE_CHARS:
+        raise UserError(f"override {key}= is {len(raw)} characters long; the limit is "
+                        f"{MAX_OVERRIDE_CHARS}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
+        value = parse_yaml(raw, f" {key} on the command line") if raw.strip() else ""
+    except UserError as exc:
+        if "not valid YAML" not in str(exc):
+            raise
+        value = raw       # not YAML: a string, which the schema types or refuses
     if isinstance(value, str) or value is None:
         value = raw       # keep strings verbatim ("auto", "1e-3" stays typed by the schema)
     data: dict = {}
@@ -104,11 +151,13 @@ def load_config(name: str = DEFAULT_CONFIG, overrides: list[str] | tuple[str, ..
     path = resolve_config_path(name)
     keys = config_keys()
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise UserError(f"config {str(path)!r} is {path.stat().st_size} bytes; the limit is "
+                            f"{MAX_CONFIG_BYTES}")
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read config {str(path)!r}: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise UserError(f"config {str(path)!r} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    data = parse_yaml(text, f" {str(path)!r}") or {}
     if not isinstance(data, dict):
         raise UserError(f"config {str(path)!r} must be a mapping of keys to values")
     where = f" in {path.name}"
@@ -116,6 +165,11 @@ def load_config(name: str = DEFAULT_CONFIG, overrides: list[str] | tuple[str, ..
     cfg = _merge(OmegaConf.structured(RunConfig), data, where)
     for item in overrides:
         cfg = _merge(cfg, _parse_override(item, keys), " on the command line")
+    try:
+        OmegaConf.resolve(cfg)      # interpolations (${...}) become values, or fail here
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "?"
+        raise UserError(f"config {key}: {str(exc).splitlines()[0]}") from None
     validate(cfg)
     OmegaConf.set_readonly(cfg, True)
     return cfg

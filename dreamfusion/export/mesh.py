@@ -87,16 +87,31 @@ class NoSurface(UserError):
     """The field has no surface at the threshold (empty, or solid everywhere)."""
 
 
+def no_surface(lo: float, hi: float, threshold: float) -> NoSurface:
+    """Why densities in ``[lo, hi]`` have no surface at ``threshold``, with advice that fits
+    the cause: a diverged field, a featureless one, or a threshold outside the range."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return NoSurface(f"the density field holds non-finite values ({lo:.4g}..{hi:.4g}): "
+                         f"training diverged; resume from an earlier checkpoint with a lower "
+                         f"optim.lr")
+    if hi - lo <= 1e-6 * max(1.0, abs(hi)):
+        return NoSurface(f"the density field is {hi:.4g} everywhere, so no threshold gives a "
+                         f"surface: training has not shaped anything (train more steps)")
+    state = "empty" if hi <= threshold else "solid everywhere"
+    # a threshold inside the range, nearer its top: densities span orders of magnitude
+    suggestion = math.sqrt(max(lo, hi * 1e-3) * hi)
+    return NoSurface(f"the density field is {state} at threshold {threshold:.4g} (densities "
+                     f"range {lo:.4g}..{hi:.4g}); try a threshold of {suggestion:.4g} "
+                     f"(export.threshold, or --threshold of dreamfusion export)")
+
+
 @torch.no_grad()
 def extract_mesh(field: NeRFField, resolution: int, threshold: float) -> Mesh:
     """The ``density = threshold`` surface; an empty or all-solid field is ``NoSurface``."""
     grid = density_grid(field, resolution)
     lo, hi = float(grid.min()), float(grid.max())
     if not lo < threshold < hi:
-        suggestion = math.sqrt(max(lo, 1e-6) * hi) if hi > 0 else 0.0
-        state = "empty" if hi <= threshold else "solid everywhere"
-        raise NoSurface(f"the density field is {state} at threshold {threshold:.4g} (densities "
-                        f"range {lo:.4g}..{hi:.4g}); try export.threshold={suggestion:.4g}")
+        raise no_surface(lo, hi, threshold)
     # pad with empty space so surfaces touching the box are closed
     padded = np.pad(grid, 1, constant_values=min(lo, 0.0))
     vertices, faces = mcubes.marching_cubes(padded, threshold)

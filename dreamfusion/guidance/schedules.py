@@ -11,8 +11,6 @@ from functools import cached_property
 
 import torch
 
-SCHEDULES = ("uniform", "anneal_linear", "anneal_sqrt", "time_prioritized")
-
 
 @dataclass(frozen=True)
 class TimestepSchedule:

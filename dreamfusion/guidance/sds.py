@@ -8,8 +8,6 @@ import torch
 
 from .base import Prior
 
-WEIGHTINGS = ("sds", "uniform", "snr_sqrt")
-
 
 @dataclass
 class Condition:

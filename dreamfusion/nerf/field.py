@@ -4,9 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..choices import NORMALS
 from .hashgrid import HashGridEncoding
-
-NORMALS = ("analytic", "finite_difference")
 
 
 def _mlp(n_in: int, hidden: int, n_out: int, layers: int) -> nn.Sequential:

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..choices import BACKENDS
+
 _PRIMES = (1, 2654435761, 805459861)
 _UINT32 = 0xFFFFFFFF
 
@@ -79,9 +81,6 @@ def level_layouts(n_levels: int, table_size_log2: int, base_resolution: int,
         layouts.append(LevelLayout(scale, resolution, size, offset, dense_rows <= size))
         offset += size
     return layouts
-
-
-BACKENDS = ("auto", "torch", "cpp", "tcnn")
 
 
 class HashGridEncoding(nn.Module):

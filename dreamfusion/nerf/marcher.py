@@ -40,9 +40,6 @@ def ray_aabb(origins: torch.Tensor, dirs: torch.Tensor, bound: float
     return near, far
 
 
-MARCHERS = ("auto", "torch", "nerfacc")
-
-
 @lru_cache(maxsize=None)
 def load_nerfacc() -> Any | None:
     """The ``nerfacc`` module where it imports with its CUDA kernels, else None."""

@@ -12,11 +12,12 @@ import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from ..config import load_config, parse_yaml
 from ..errors import UserError
 from .build import Scene
 from ..utils.atomic import atomic_path, write_text
@@ -70,7 +71,34 @@ def read_checkpoint(path: Path) -> dict:
         raise CheckpointError(f"{path.name} cannot be read: {str(exc).splitlines()[0]}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path.name} is not a dreamfusion checkpoint of format {FORMAT}")
+    missing = _missing(state, _LAYOUT)
+    if missing:
+        raise CheckpointError(f"{path.name} lacks {', '.join(missing)}: it was not written by "
+                              f"this version's trainer")
     return state
+
+
+# what resume and export read from a checkpoint, and the type each must have
+_LAYOUT: dict = {
+    "prompt": str, "config": str, "train_seconds": (int, float),
+    "scene": {"field": dict, "grid": dict, "background": dict},
+    "trainer": {"step": int, "optimizer": {"state": dict, "param_groups": list},
+                "lr_scale": (int, float), "rng": {"torch": torch.Tensor}, "schedule": dict},
+    "faults": {"rollbacks": int, "bad_steps": list},
+}
+
+
+def _missing(state: dict, layout: dict, prefix: str = "") -> list[str]:
+    """The keys of ``layout`` that ``state`` lacks or holds with the wrong type."""
+    out = []
+    for key, kind in layout.items():
+        value = state.get(key)
+        if isinstance(kind, dict):
+            out += (_missing(value, kind, f"{prefix}{key}.") if isinstance(value, dict)
+                    else [f"{prefix}{key}"])
+        elif not isinstance(value, kind) or isinstance(value, bool):
+            out.append(f"{prefix}{key}")
+    return out
 
 
 class CheckpointStore:
@@ -87,16 +115,6 @@ class CheckpointStore:
         found = [(int(m.group(1)), p) for p in self.folder.iterdir()
                  if (m := _NAME.match(p.name))]
         return [p for _, p in sorted(found, reverse=True)]
-
-    def remove_partial(self) -> list[str]:
-        """Delete the temporary files of saves that a killed process left; their names."""
-        if not self.folder.is_dir():
-            return []
-        partial = [p for p in self.folder.iterdir()
-                   if p.name.startswith(".step_") and ".tmp" in p.name]
-        for p in partial:
-            p.unlink(missing_ok=True)
-        return [p.name for p in partial]
 
     def save(self, state: dict, step: int) -> Path:
         """Write atomically (temporary file, fsync, rename), then its checksum, then prune."""
@@ -134,7 +152,7 @@ def _flat(container: object, prefix: str = "") -> dict[str, object]:
 
 def config_differences(saved_yaml: str, cfg: DictConfig) -> list[str]:
     """``key (saved -> now)`` for each key that differs and would change training."""
-    saved = _flat(OmegaConf.to_container(OmegaConf.create(saved_yaml), resolve=True))
+    saved = _flat(parse_yaml(saved_yaml, " saved in the checkpoint") or {})
     now = _flat(OmegaConf.to_container(cfg, resolve=True))
     keys = sorted(set(saved) | set(now))
     return [f"{k} ({saved.get(k, '<absent>')} -> {now.get(k, '<absent>')})" for k in keys
@@ -142,10 +160,50 @@ def config_differences(saved_yaml: str, cfg: DictConfig) -> list[str]:
 
 
 def load_scene(scene: Scene, loaded: Loaded) -> None:
-    """Put a checkpoint's field, occupancy grid and background into ``scene``."""
-    for name, module in scene.modules().items():
-        module.load_state_dict(loaded.state["scene"][name])
+    """Put a checkpoint's field, occupancy grid and background into ``scene``; a checkpoint
+    whose tensors do not fit the config is a ``UserError`` naming it."""
+    try:
+        for name, module in scene.modules().items():
+            module.load_state_dict(loaded.state["scene"][name])
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise UserError(f"cannot load {loaded.path}: {str(exc).splitlines()[0]}") from None
     scene.set_step(int(loaded.state["trainer"]["step"]))
+
+
+@dataclass(frozen=True)
+class RunCheckpoint:
+    """A run folder opened for resume or export: its config and newest good checkpoint."""
+    cfg: DictConfig
+    loaded: Loaded
+    skipped: list[str]          # why each newer checkpoint was passed over
+
+    @property
+    def step(self) -> int:
+        return int(self.loaded.state["trainer"]["step"])
+
+    @property
+    def prompt(self) -> str:
+        return str(self.loaded.state["prompt"])
+
+
+def open_run(run_dir: Path, overrides: Sequence[str], action: str) -> RunCheckpoint:
+    """The one way ``--resume`` and ``export`` read a run folder: its ``config.yaml`` with
+    ``overrides``, and the newest checkpoint that verifies (checksum, format, layout).
+    ``action`` ("resume", "export") words the errors."""
+    if not run_dir.is_dir():
+        raise UserError(f"cannot {action} {str(run_dir)!r}: no such folder")
+    config = run_dir / "config.yaml"
+    if not config.is_file():
+        raise UserError(f"cannot {action} {str(run_dir)!r}: it has no config.yaml, so it is "
+                        f"not a run folder")
+    cfg = load_config(str(config), list(overrides))
+    skipped: list[str] = []
+    loaded = CheckpointStore(run_dir).latest(lambda path, why: skipped.append(why))
+    if loaded is None:
+        why = f" ({'; '.join(skipped)})" if skipped else ""
+        raise UserError(f"cannot {action} {str(run_dir)!r}: no usable checkpoint{why}"
+                        + ("; start the run again" if action == "resume" else ""))
+    return RunCheckpoint(cfg, loaded, skipped)
 
 
 def check_compatible(loaded: Loaded, cfg: DictConfig) -> None:

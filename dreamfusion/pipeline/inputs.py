@@ -1,34 +1,27 @@
-"""Everything that can fail on the user's input, checked before any work or any file."""
+"""Everything that can fail on the user's input, checked before any work or any file.
+
+Importing this module does not import torch: the CLI runs ``check_words`` first, so that a
+prompt or config it refuses is answered at once; torch comes in with ``prepare``.
+"""
 from __future__ import annotations
 
 import os
 import re
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from omegaconf import DictConfig
 
+from ..config.limits import machine_memory, memory_problem
+from ..config.text import check_prompt
 from ..errors import UserError
-from .build import build_prior, resolve_prior_model
+from ..guidance.toy.captions import parse_caption
 
-MAX_PROMPT = 500
+if TYPE_CHECKING:
+    import torch
 
-
-def check_prompt(prompt: str) -> str:
-    text = prompt.strip()
-    if not text:
-        raise UserError("the prompt is empty")
-    if len(text) > MAX_PROMPT:
-        raise UserError(f"the prompt is {len(text)} characters long; the limit is {MAX_PROMPT}")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
-        raise UserError("the prompt contains control characters")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:      # bytes that were not UTF-8 reach argv as lone surrogates
-        raise UserError("the prompt is not valid UTF-8 text") from None
-    return text
-
+__all__ = ["check_prompt", "check_words", "prepare", "run_root", "select_device"]
 
 def slugify(prompt: str, limit: int = 48) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")
@@ -67,7 +60,26 @@ def new_run_dir(root: Path, prompt: str) -> Path:
     raise UserError(f"cannot find a free run folder name under {str(root)!r}")
 
 
+def check_words(prompt: str, cfg: DictConfig) -> str:
+    """The prompt, stripped, once it and the negative prompt are words the prior can read
+    (the toy prior knows a small vocabulary); no torch, no files."""
+    prompt = check_prompt(prompt)
+    if cfg.guidance.prior == "toy":
+        views = tuple(rule.name for rule in cfg.prompt.views)
+        parse_caption(prompt, views)
+        if cfg.prompt.negative.strip():
+            parse_caption(cfg.prompt.negative, views)
+    return prompt
+
+
+def run_root(cfg: DictConfig) -> Path:
+    """Where new run folders go (an empty ``output.root`` is the current folder)."""
+    return Path(cfg.output.root)
+
+
 def select_device(name: str) -> torch.device:
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -75,19 +87,32 @@ def select_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def check_memory(cfg: DictConfig, device: torch.device) -> None:
+    """Refuse a config that cannot fit in the device's memory, with the figures."""
+    import torch
+
+    if device.type == "cuda":
+        available = torch.cuda.get_device_properties(device).total_memory
+        where = f"{torch.cuda.get_device_name(device)} GPU"
+    else:
+        available, where = machine_memory(), "this machine's"
+    problem = memory_problem(cfg, available, where)
+    if problem is not None:
+        raise UserError(problem)
+
+
 def prepare(prompt: str, cfg: DictConfig, root_check: bool = True,
             dry_run: bool = False) -> tuple[str, Path]:
     """Every check that can fail on the user's input, before any work or any file."""
-    prompt = check_prompt(prompt)
-    select_device(cfg.device)
+    from .build import build_prior, resolve_prior_model
+
+    prompt = check_words(prompt, cfg)
+    check_memory(cfg, select_device(cfg.device))
     if cfg.guidance.prior == "toy":
-        prior = build_prior(cfg)
-        prior.parse(prompt)                 # unknown words fail here
-        if cfg.prompt.negative.strip():
-            prior.parse(cfg.prompt.negative)
+        build_prior(cfg)                    # the toy world's own checks (square renders)
     else:
         resolve_prior_model(cfg)            # absent weights fail here, before any folder
-    root = Path(cfg.output.root)
+    root = run_root(cfg)
     if root_check:
         check_output_root(root, create=not dry_run)
     return prompt, root

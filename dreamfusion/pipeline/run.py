@@ -1,6 +1,7 @@
 """One text-to-3D run: check the inputs, train, and write the run folder."""
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -10,20 +11,20 @@ from typing import Sequence
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ..config import load_config
+from ..config.text import quote
 from ..errors import Interrupted, TrainingFailed, UserError
 from ..export.mesh import NoSurface
 from ..export.pipeline import export_settings, field_mesh
 from ..export.writers import write_meshes
 from ..guidance.base import Prior
 from ..guidance.toy.prior import ToyWorldPrior
-from ..utils.atomic import write_png, write_text
+from ..utils.atomic import remove_temp_files, write_png, write_text
 from .artifacts import validation_strip, write_json, write_turntable
 from .build import Scene, build_prior, build_scene
-from .checkpoint import CheckpointStore, Loaded, check_compatible
+from .checkpoint import CheckpointStore, Loaded, check_compatible, open_run
 from .evaluate import silhouette_iou, toy_metrics
 from .inputs import check_output_root, new_run_dir, prepare, select_device
-from .runlog import EventLog, MetricsLog, truncate_metrics
+from .runlog import EventLog, MetricsLog, ProgressStyle, progress_style, truncate_metrics
 from .supervisor import Supervisor
 from .train import StepStats, Trainer
 
@@ -47,6 +48,7 @@ class _Session:
     trainer: Trainer
     supervisor: Supervisor
     events: EventLog
+    style: ProgressStyle
     started: float
 
     @property
@@ -67,7 +69,7 @@ def run(prompt: str, cfg: DictConfig, run_dir: Path | None = None, quiet: bool =
     it was made with the same training config.
     """
     session = _start(prompt, cfg, run_dir, quiet, resume_from)
-    _train(session, quiet)
+    _train(session)
     return _finish(session)
 
 
@@ -81,6 +83,7 @@ def _start(prompt: str, cfg: DictConfig, run_dir: Path | None, quiet: bool,
     if run_dir is not None:
         check_output_root(run_dir)
     started = time.perf_counter()
+    style = progress_style(quiet)
     torch.manual_seed(cfg.seed)
     device = select_device(cfg.device)
     scene = build_scene(cfg, device)
@@ -92,32 +95,51 @@ def _start(prompt: str, cfg: DictConfig, run_dir: Path | None, quiet: bool,
     prior = build_prior(cfg, device)
     trainer = Trainer(cfg, scene, prior, prompt)
     trainer.encode_prompts()
-    run_dir = run_dir or new_run_dir(root, prompt)
+    if run_dir is not None:
+        return _open_folder(prompt, cfg, run_dir, scene, prior, trainer, style, backend,
+                            started, resume_from)
+    run_dir = new_run_dir(root, prompt)
+    try:
+        return _open_folder(prompt, cfg, run_dir, scene, prior, trainer, style, backend,
+                            started, None)
+    except BaseException:
+        # a folder without its first checkpoint cannot be resumed: leave nothing behind
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def _open_folder(prompt: str, cfg: DictConfig, run_dir: Path, scene: Scene, prior: Prior,
+                 trainer: Trainer, style: ProgressStyle, backend: str, started: float,
+                 resume_from: Loaded | None) -> _Session:
+    """Write ``config.yaml``, then save the first checkpoint or restore ``resume_from``."""
     run_dir.mkdir(parents=True, exist_ok=True)
     config_yaml = OmegaConf.to_yaml(cfg)
-    write_text(run_dir / "config.yaml", f"# dreamfusion run \"{prompt}\"\n" + config_yaml)
-    events = EventLog(run_dir / "run.log")
-    events(backend)
+    # the prompt is quoted with JSON's escapes: no text can end the comment line
+    write_text(run_dir / "config.yaml", f"# dreamfusion run {quote(prompt)}\n" + config_yaml)
+    events = EventLog(run_dir / "run.log", style)
+    events(backend, echo=False)         # printed before the models loaded
+    for path in remove_temp_files(run_dir):
+        events(f"removed {path.relative_to(run_dir)}, left by a write that was cut short")
     store = CheckpointStore(run_dir, cfg.checkpoint.keep)
-    for name in store.remove_partial():
-        events(f"removed {name}, left by a save that was cut short")
     supervisor = Supervisor(trainer, scene, store, events, prompt, config_yaml, started)
-    session = _Session(prompt, cfg, run_dir, scene, prior, trainer, supervisor, events, started)
+    session = _Session(prompt, cfg, run_dir, scene, prior, trainer, supervisor, events, style,
+                       started)
     if resume_from is None:
-        events(f"started \"{prompt}\" with seed {cfg.seed}, {cfg.steps} steps")
+        events(f"started {quote(prompt)} with seed {cfg.seed}, {cfg.steps} steps")
         truncate_metrics(session.metrics_path, 0)
         supervisor.save()
     else:
         supervisor.restore(resume_from)
         truncate_metrics(session.metrics_path, trainer.step)
-        events(f"resumed at step {trainer.step} from {resume_from.path.name}", warn=not quiet)
+        events(f"resumed at step {trainer.step} from {resume_from.path.name}",
+               warn=style == "bar")
     return session
 
 
-def _train(s: _Session, quiet: bool) -> None:
+def _train(s: _Session) -> None:
     """The supervised loop, with validation strips and (toy prior) the IoU curve on the way."""
     cfg, scene = s.cfg, s.scene
-    log = MetricsLog(s.metrics_path, cfg.steps, cfg.output.log_every, quiet, s.trainer.step)
+    log = MetricsLog(s.metrics_path, cfg.steps, cfg.output.log_every, s.style, s.trainer.step)
     caption = s.prior.parse(s.prompt) if isinstance(s.prior, ToyWorldPrior) else None
     distance, fov = s.view
 
@@ -178,13 +200,6 @@ def _finish(s: _Session) -> RunResult:
     return RunResult(run_dir, seconds, files, metrics)
 
 
-def latest_checkpoint(run_dir: Path) -> tuple[Loaded | None, list[str]]:
-    """The run's newest checkpoint that verifies, and why each newer one was skipped."""
-    skipped: list[str] = []
-    loaded = CheckpointStore(run_dir).latest(lambda path, why: skipped.append(why))
-    return loaded, skipped
-
-
 def resume(run_dir: Path, overrides: Sequence[str] = (), prompt: str | None = None,
            quiet: bool = False) -> RunResult:
     """Continue the run in ``run_dir`` from its newest checkpoint that verifies.
@@ -192,29 +207,18 @@ def resume(run_dir: Path, overrides: Sequence[str] = (), prompt: str | None = No
     ``overrides`` may change only what does not alter training (output, export, checkpoint
     and fault settings, the device and the backends); ``prompt``, if given, must be the run's.
     """
-    config = run_dir / "config.yaml"
-    if not run_dir.is_dir():
-        raise UserError(f"cannot resume {str(run_dir)!r}: no such folder")
-    if not config.is_file():
-        raise UserError(f"cannot resume {str(run_dir)!r}: it has no config.yaml, so it is not "
-                        f"a run folder")
-    cfg = load_config(str(config), list(overrides))
-    loaded, skipped = latest_checkpoint(run_dir)
-    if loaded is None:
-        why = f" ({'; '.join(skipped)})" if skipped else ""
-        raise UserError(f"cannot resume {str(run_dir)!r}: no usable checkpoint{why}; "
-                        f"start the run again")
-    saved_prompt = str(loaded.state["prompt"])
-    if prompt is not None and prompt.strip() != saved_prompt:
-        raise UserError(f"{str(run_dir)!r} is a run of {saved_prompt!r}, not {prompt.strip()!r}; "
-                        f"--resume takes no new prompt")
-    if int(loaded.state["trainer"]["step"]) >= cfg.steps and (run_dir / "summary.json").is_file():
+    opened = open_run(run_dir, overrides, "resume")
+    cfg, loaded = opened.cfg, opened.loaded
+    if prompt is not None and prompt.strip() != opened.prompt:
+        raise UserError(f"{str(run_dir)!r} is a run of {opened.prompt!r}, not "
+                        f"{prompt.strip()!r}; --resume takes no new prompt")
+    if opened.step >= cfg.steps and (run_dir / "summary.json").is_file():
         raise UserError(f"{str(run_dir)!r} has finished all {cfg.steps} steps; use "
                         f"`dreamfusion export {run_dir}` to write its meshes again")
-    prepare(saved_prompt, cfg, root_check=False)
+    prepare(opened.prompt, cfg, root_check=False)
     check_compatible(loaded, cfg)
     check_output_root(run_dir)
     events = EventLog(run_dir / "run.log")
-    for why in skipped:
+    for why in opened.skipped:
         events(f"{why}; falling back to {loaded.path.name}", warn=True)
-    return run(saved_prompt, cfg, run_dir, quiet, resume_from=loaded)
+    return run(opened.prompt, cfg, run_dir, quiet, resume_from=loaded)

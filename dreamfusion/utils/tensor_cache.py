@@ -8,6 +8,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..errors import WriteError
 from .atomic import atomic_path
 
 
@@ -24,6 +25,6 @@ def cached_tensor(path: Path | None, compute: Callable[[], torch.Tensor]) -> tup
         try:
             with atomic_path(path) as tmp:
                 save_file({"tensor": tensor}, str(tmp))
-        except OSError:
+        except WriteError:          # atomic_path's form of every OSError, the file named
             pass
     return tensor, True

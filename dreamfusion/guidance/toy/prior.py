@@ -21,8 +21,9 @@ from ...nerf.shading import sample_light_directions
 from ...utils.tensor_cache import cached_tensor
 from ..base import Prior, scaled_linear_alphas_cumprod
 from ..views import ViewRule
+from .captions import COLORS, Caption, parse_caption
 from .raytrace import trace
-from .world import COLORS, SHAPES, Caption, parse_caption
+from .world import SHAPES
 
 _VERSION = 1      # bump when the toy world's look changes, to invalidate caches
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from ...nerf.cameras import Cameras
 from ...nerf.shading import shade
-from .world import SHAPES, Caption
+from .world import SHAPES, Caption, part_colors
 
 
 @dataclass
@@ -52,7 +52,7 @@ def trace(caption: Caption, cameras: Cameras, size: int, light_dirs: torch.Tenso
         active[idx[done | (t[idx] > far)]] = False
     points = o + t.unsqueeze(-1) * d
     _, part = _scene_sdf(caption, points)
-    colors = torch.tensor(caption.part_colors())[part]
+    colors = torch.tensor(part_colors(caption))[part]
     lights = light_dirs.repeat_interleave(hi * hi, dim=0)
     rgb = shade(colors, _normals(caption, points), lights, "lambertian", ambient, diffuse)
     rgb = torch.where(hit.unsqueeze(-1), rgb, torch.tensor(background))

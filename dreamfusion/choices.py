@@ -1,0 +1,22 @@
+"""The named choices of the config, in one module that imports nothing.
+
+The config is checked before any work, and the CLI must answer bad input without importing
+torch; the modules that implement these choices import them from here.
+"""
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+HashGridBackend = Literal["auto", "torch", "cpp", "tcnn"]
+Marcher = Literal["auto", "torch", "nerfacc"]
+Normals = Literal["analytic", "finite_difference"]
+Schedule = Literal["uniform", "anneal_linear", "anneal_sqrt", "time_prioritized"]
+Weighting = Literal["sds", "uniform", "snr_sqrt"]
+PriorName = Literal["toy", "stable_diffusion", "deepfloyd_if"]
+
+BACKENDS: tuple[str, ...] = get_args(HashGridBackend)
+MARCHERS: tuple[str, ...] = get_args(Marcher)
+NORMALS: tuple[str, ...] = get_args(Normals)
+SCHEDULES: tuple[str, ...] = get_args(Schedule)
+WEIGHTINGS: tuple[str, ...] = get_args(Weighting)
+PRIORS: tuple[str, ...] = get_args(PriorName)
