@@ -108,7 +108,7 @@ OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .pipeline.inputs import check_words, run_root
+    from .pipeline.inputs import check_cpu_memory, check_words, run_root
 
     if args.resume is not None:
         if args.config is not None:
@@ -126,6 +126,7 @@ def _run(args: argparse.Namespace) -> int:
             raise UserError("the following arguments are required: prompt")
         cfg = load_config(args.config or DEFAULT_CONFIG, args.overrides)
         check_words(args.prompt, cfg)       # before torch is imported: refusals are instant
+        check_cpu_memory(cfg)
         from .pipeline.inputs import prepare
         from .pipeline.run import run
 

@@ -440,7 +440,10 @@ def test_progress_style_is_decided_by_where_stderr_goes():
 
 @pytest.mark.parametrize("args", [["--help"], ["--version"], ["run", "a red hamburger"],
                                   ["run", "a red cube", "steps=0"], ["run", "a red\u2028cube"],
-                                  ["run", "--help"]])
+                                  ["run", "--help"], ["run", "a red cube", "steps=" + "[" * 9999],
+                                  ["run", "a red cube", "nerf.grid.n_levels=32",
+                                   "nerf.grid.features=16", "nerf.grid.table_size_log2=24",
+                                   "nerf.grid.base_resolution=512", "nerf.grid.growth=1.1"]])
 def test_help_version_and_refusals_do_not_import_torch(args):
     code = ("import sys\nfrom dreamfusion.cli import main\n"
             "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"

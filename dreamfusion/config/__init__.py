@@ -81,12 +81,28 @@ def _check_size(data: object, where: str) -> None:
             stack += [(v, depth + 1) for v in node]
 
 
+def _bracket_depth(text: str) -> int:
+    """The deepest run of open flow brackets, counting those inside quotes too: a bound that
+    only absurd text (hundreds of unmatched brackets in a string) reaches without nesting."""
+    depth = deepest = 0
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+    return deepest
+
+
 def parse_yaml(text: str, where: str) -> object:
     """YAML with bounded size, depth and alias expansion; ``where`` names it in errors
     (" in toy.yaml"). Raises ``UserError`` naming the first problem."""
     if len(text) > MAX_CONFIG_BYTES:
         raise UserError(f"config{where} is {len(text)} characters long; the limit is "
                         f"{MAX_CONFIG_BYTES}")
+    if _bracket_depth(text) > 8 * MAX_DEPTH:
+        # refused before PyYAML recurses through thousands of levels (a second or more)
+        raise UserError(f"config{where} is nested more than {MAX_DEPTH} levels deep")
     try:
         data = yaml.safe_load(text)
     except RecursionError:

@@ -73,8 +73,8 @@ def read_checkpoint(path: Path) -> dict:
         raise CheckpointError(f"{path.name} is not a dreamfusion checkpoint of format {FORMAT}")
     missing = _missing(state, _LAYOUT)
     if missing:
-        raise CheckpointError(f"{path.name} lacks {', '.join(missing)}: it was not written by "
-                              f"this version's trainer")
+        raise CheckpointError(f"{path.name} lacks {', '.join(missing)}, which resume and "
+                              f"export need")
     return state
 
 

@@ -87,6 +87,15 @@ def select_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def check_cpu_memory(cfg: DictConfig) -> None:
+    """``check_memory`` for a config that runs on the CPU, without importing torch (so the
+    CLI refuses at once); other devices are checked by ``prepare``."""
+    if cfg.device == "cpu":
+        problem = memory_problem(cfg, machine_memory(), "this machine's")
+        if problem is not None:
+            raise UserError(problem)
+
+
 def check_memory(cfg: DictConfig, device: torch.device) -> None:
     """Refuse a config that cannot fit in the device's memory, with the figures."""
     import torch
