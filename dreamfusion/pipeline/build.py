@@ -16,6 +16,7 @@ from ..nerf.hashgrid import HashGridEncoding
 from ..nerf.occupancy import OccupancyGrid
 from ..nerf.renderer import RenderSettings
 from ..nerf.shading import Background
+from ..utils.tensor_cache import default_cache_dir
 
 
 @dataclass
@@ -88,7 +89,6 @@ def build_prior(cfg: DictConfig, device: torch.device | None = None) -> Prior:
 
 def _build_diffusers_prior(cfg: DictConfig, device: torch.device) -> Prior:
     from ..guidance.diffusion.prior import DiffusersSettings
-    from ..guidance.toy.prior import default_cache_dir
 
     g = cfg.guidance
     folder = resolve_prior_model(cfg)

@@ -1,6 +1,7 @@
 """A tensor cached in a safetensors file: read it, or compute it and write it atomically."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -10,6 +11,12 @@ from safetensors.torch import load_file, save_file
 
 from ..errors import WriteError
 from .atomic import atomic_path
+
+
+def default_cache_dir() -> Path:
+    """Where every prior caches what it computes: ``$DREAMFUSION_CACHE`` or
+    ``~/.cache/dreamfusion``."""
+    return Path(os.environ.get("DREAMFUSION_CACHE", Path.home() / ".cache" / "dreamfusion"))
 
 
 def cached_tensor(path: Path | None, compute: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, bool]:

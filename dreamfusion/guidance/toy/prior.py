@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -18,7 +17,7 @@ import torch
 
 from ...nerf.cameras import Cameras
 from ...nerf.shading import sample_light_directions
-from ...utils.tensor_cache import cached_tensor
+from ...utils.tensor_cache import cached_tensor, default_cache_dir
 from ..base import Prior, scaled_linear_alphas_cumprod
 from ..views import ViewRule
 from .captions import COLORS, Caption, parse_caption
@@ -42,10 +41,6 @@ class ReferenceSettings:
     background: tuple[float, float, float]
     front_bias: float
     views: tuple[ViewRule, ...]
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("DREAMFUSION_CACHE", Path.home() / ".cache" / "dreamfusion"))
 
 
 def _seed(*parts: object) -> int:
