@@ -50,3 +50,49 @@ def test_a_step_changes_the_field_and_reports_its_view():
     assert stats.view in ("front", "side", "back", "overhead") and stats.samples > 0
     assert 0.0 < stats.t < 1.0
     assert not torch.equal(before, trainer.scene.field.encoding.params)
+
+
+class FlatColour:
+    """The smallest representation: one learnable colour everywhere. If the trainer reached
+    past the ``Representation`` interface (into a NeRF's field or grid), this would fail."""
+
+    def __init__(self) -> None:
+        self.colour = torch.nn.Parameter(torch.zeros(3))
+        self.steps_seen: list[int] = []
+
+    def render(self, cameras, height, width, mode="albedo", light_dirs=None, with_normals=False):
+        from dreamfusion.nerf.renderer import Rendered
+
+        b = len(cameras)
+        rgb = torch.sigmoid(self.colour).expand(b, height, width, 3)
+        ones = torch.ones(b, height, width)
+        return Rendered(rgb, ones, ones, b * height * width)
+
+    def param_groups(self, lr, lr_grid_scale):
+        return [{"params": [self.colour], "lr": lr}]
+
+    def named_parameters(self):
+        return [("colour", self.colour)]
+
+    def before_step(self, step):
+        self.steps_seen.append(step)
+
+    def set_step(self, step):
+        pass
+
+    def density(self, points):
+        return torch.ones(len(points))
+
+    def modules(self):
+        return {}
+
+
+def test_the_trainer_needs_only_the_representation_interface():
+    cfg = load_config("toy", [*FAST, "optim.lr=0.05", "faults.inject_nan_at=[3]"])
+    flat = FlatColour()
+    trainer = Trainer(cfg, flat, build_prior(cfg), "a red cube")
+    stats = [trainer.train_step() for _ in range(4)]
+    assert flat.steps_seen == [0, 1, 2, 3]
+    assert stats[2].fault == "non-finite gradients in colour"      # injected into the first
+    assert not torch.equal(flat.colour.detach(), torch.zeros(3))     # the SDS gradient moved it
+    assert trainer.state_dict()["step"] == 4

@@ -9,9 +9,8 @@ import numpy as np
 import torch
 
 from ..nerf.cameras import Cameras, orbit
-from ..nerf.renderer import render
 from ..utils.atomic import atomic_path
-from .build import Scene
+from .representation import Representation
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -19,15 +18,13 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def render_views(scene: Scene, cameras: Cameras, size: int, mode: str) -> torch.Tensor:
+def render_views(scene: Representation, cameras: Cameras, size: int, mode: str) -> torch.Tensor:
     """Images (B, size, size, 3), lit from each camera for the shaded modes."""
     lights = cameras.positions / cameras.positions.norm(dim=-1, keepdim=True)
-    out = render(scene.field, scene.grid, scene.background, cameras, size, size, scene.settings,
-                 mode, lights)
-    return out.rgb
+    return scene.render(cameras, size, size, mode, lights).rgb
 
 
-def validation_strip(scene: Scene, distance: float, fov: float, size: int) -> np.ndarray:
+def validation_strip(scene: Representation, distance: float, fov: float, size: int) -> np.ndarray:
     """Front, side, back and other side, albedo above and textureless below."""
     cams = orbit(4, 15.0, distance, fov)
     rows = [torch.cat(list(render_views(scene, cams, size, mode)), dim=1)
@@ -35,7 +32,7 @@ def validation_strip(scene: Scene, distance: float, fov: float, size: int) -> np
     return to_uint8(torch.cat(rows, dim=0))
 
 
-def write_turntable(scene: Scene, path: Path, frames: int, size: int, elevation: float,
+def write_turntable(scene: Representation, path: Path, frames: int, size: int, elevation: float,
                     distance: float, fov: float) -> None:
     cams = orbit(frames, elevation, distance, fov)
     images = to_uint8(render_views(scene, cams, size, "lambertian"))

@@ -11,20 +11,24 @@ from ..errors import UserError
 from ..guidance.base import Prior
 from ..guidance.toy.prior import ReferenceSettings, ToyWorldPrior, views_from_config
 from ..guidance.views import ViewRule
+from ..nerf.cameras import Cameras
 from ..nerf.field import NeRFField
 from ..nerf.hashgrid import HashGridEncoding
 from ..nerf.occupancy import OccupancyGrid
-from ..nerf.renderer import RenderSettings
+from ..nerf.renderer import Rendered, RenderSettings, render
 from ..nerf.shading import Background
 from ..utils.tensor_cache import default_cache_dir
 
 
 @dataclass
 class Scene:
+    """The NeRF as a ``Representation``: hash-grid field, occupancy grid, background."""
     field: NeRFField
     grid: OccupancyGrid
     background: Background
     settings: RenderSettings
+    grid_warmup_steps: int = 0          # refresh the occupancy grid every step until then,
+    grid_update_every: int = 1          # then every this many steps
 
     def modules(self) -> dict[str, torch.nn.Module]:
         return {"field": self.field, "grid": self.grid, "background": self.background}
@@ -32,6 +36,31 @@ class Scene:
     def set_step(self, step: int) -> None:
         """What of the scene follows the training step: the hash grid's active levels."""
         self.field.encoding.set_step(step)
+
+    def before_step(self, step: int) -> None:
+        if step < self.grid_warmup_steps or step % self.grid_update_every == 0:
+            self.grid.update(self.field.density)
+
+    def render(self, cameras: Cameras, height: int, width: int, mode: str = "albedo",
+               light_dirs: torch.Tensor | None = None, with_normals: bool = False) -> Rendered:
+        return render(self.field, self.grid, self.background, cameras, height, width,
+                      self.settings, mode, light_dirs, with_normals)
+
+    def param_groups(self, lr: float, lr_grid_scale: float) -> list[dict]:
+        """The hash table at its own rate, then the MLPs and the background."""
+        named = self.named_parameters()
+        return [{"params": [named[0][1]], "lr": lr * lr_grid_scale},
+                {"params": [p for _, p in named[1:]], "lr": lr}]
+
+    def named_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
+        f = self.field
+        named = [("encoding.params", f.encoding.params)]
+        named += [(n, p) for n, p in f.named_parameters() if not n.startswith("encoding.")]
+        named += [(f"background.{n}", p) for n, p in self.background.named_parameters()]
+        return named
+
+    def density(self, points: torch.Tensor) -> torch.Tensor:
+        return self.field.density(points)
 
 
 def build_scene(cfg: DictConfig, device: torch.device) -> Scene:
@@ -46,7 +75,8 @@ def build_scene(cfg: DictConfig, device: torch.device) -> Scene:
     background = Background(cfg.background.kind, tuple(cfg.background.color))
     settings = RenderSettings(m.step_size, m.early_stop_eps, cfg.shading.ambient,
                               cfg.shading.diffuse, m.backend)
-    return Scene(field.to(device), grid.to(device), background.to(device), settings)
+    return Scene(field.to(device), grid.to(device), background.to(device), settings,
+                 m.warmup_steps, m.update_every)
 
 
 def view_rules(cfg: DictConfig) -> tuple[ViewRule, ...]:

@@ -19,8 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..config import load_config, parse_yaml
 from ..errors import UserError
-from .build import Scene
 from ..utils.atomic import atomic_path, write_text
+from .representation import Representation
 
 FORMAT = 1
 _NAME = re.compile(r"^step_(\d{6,})\.pt$")
@@ -159,7 +159,7 @@ def config_differences(saved_yaml: str, cfg: DictConfig) -> list[str]:
             if saved.get(k) != now.get(k) and not k.startswith(RESUMABLE)]
 
 
-def load_scene(scene: Scene, loaded: Loaded) -> None:
+def load_scene(scene: Representation, loaded: Loaded) -> None:
     """Put a checkpoint's field, occupancy grid and background into ``scene``; a checkpoint
     whose tensors do not fit the config is a ``UserError`` naming it."""
     try:

@@ -12,7 +12,6 @@ from ..guidance.toy.raytrace import trace
 from ..guidance.toy.prior import ToyWorldPrior
 from ..guidance.toy.world import COLORS, SHAPES, Caption
 from ..nerf.cameras import Cameras, orbit
-from ..nerf.renderer import render
 from .build import Scene
 
 SIDE_AZIMUTHS = (90.0, -90.0)
@@ -64,8 +63,7 @@ def silhouette_iou(scene: Scene, caption: Caption, cfg: DictConfig, n_azimuths: 
         mine, true = [], []
         for start in range(0, n_all, 8):
             part = _subset(cams, slice(start, start + 8))
-            out = render(scene.field, scene.grid, scene.background, part, size, size,
-                         scene.settings)
+            out = scene.render(part, size, size)
             mine.append(out.opacity.cpu() > 0.5)
             lights = part.positions / part.positions.norm(dim=-1, keepdim=True)
             # one ray per pixel centre, as the NeRF's opacity is sampled: a supersampled truth
@@ -98,8 +96,7 @@ def colour_error(scene: Scene, caption: Caption, cfg: DictConfig, n_azimuths: in
     errors, pixels = 0.0, 0
     for elevation in elevations:
         cams = orbit(n_azimuths, elevation, sum(cfg.camera.distance) / 2, sum(cfg.camera.fov) / 2)
-        out = render(scene.field, scene.grid, scene.background, cams, size, size,
-                     scene.settings, "albedo")
+        out = scene.render(cams, size, size, "albedo")
         lights = cams.positions / cams.positions.norm(dim=-1, keepdim=True)
         true = trace(caption, cams, size, lights, (1.0, 1.0, 1.0), 1.0, 0.0, supersample=1)
         both = (out.opacity.cpu() > 0.5) & (true.mask > 0.5)
@@ -123,8 +120,7 @@ def toy_r_precision(scene: Scene, caption: Caption, prior: ToyWorldPrior, cfg: D
     for elevation in elevations:
         cams = orbit(n_azimuths, elevation, sum(cfg.camera.distance) / 2, sum(cfg.camera.fov) / 2)
         lights = cams.positions / cams.positions.norm(dim=-1, keepdim=True)
-        out = render(scene.field, scene.grid, scene.background, cams, cfg.height, cfg.width,
-                     scene.settings, "lambertian", lights)
+        out = scene.render(cams, cfg.height, cfg.width, "lambertian", lights)
         ours = out.rgb.cpu().permute(0, 3, 1, 2).flatten(1)
         nearest = torch.cdist(ours, refs).argmin(dim=1)
         hits += int((owner[nearest] == own).sum())
@@ -156,7 +152,7 @@ def janus_score(scene: Scene, caption: Caption, density_threshold: float,
     pts = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1).reshape(-1, 3)
     pts = pts[pts[:, 2] > shape.feature_min_z]
     device = next(scene.field.parameters()).device
-    density = torch.cat([scene.field.density(c.to(device)).cpu() for c in pts.split(65536)])
+    density = torch.cat([scene.density(c.to(device)).cpu() for c in pts.split(65536)])
     solid = density > density_threshold
     truth = shape.sdf(pts) < 0
     n_solid = int(solid.sum())

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from ..errors import Interrupted, TrainingFailed
-from .build import Scene
 from .checkpoint import CheckpointStore, Loaded, load_scene
+from .representation import Representation
 from .runlog import EventLog
 from .train import StepStats, Trainer
 
@@ -50,7 +50,7 @@ def deferred_signals() -> Iterator[StopFlag]:
 
 
 class Supervisor:
-    def __init__(self, trainer: Trainer, scene: Scene, store: CheckpointStore, events: EventLog,
+    def __init__(self, trainer: Trainer, scene: Representation, store: CheckpointStore, events: EventLog,
                  prompt: str, config_yaml: str, session_start: float | None = None) -> None:
         self.trainer, self.scene, self.store, self.events = trainer, scene, store, events
         self.prompt, self.config_yaml = prompt, config_yaml

@@ -12,10 +12,11 @@ from ..guidance.prompts import GuidanceTarget, PromptSettings, prompts_of, targe
 from ..guidance.schedules import TimestepSchedule
 from ..guidance.sds import Condition, sds_loss
 from ..nerf.cameras import Cameras, sample_cameras
-from ..nerf.renderer import Rendered, render
+from ..nerf.renderer import Rendered
 from ..nerf.shading import SHADING_MODES, sample_light_directions
-from .build import Scene, view_rules
+from .build import view_rules
 from .regularizers import TERMS, active_weights
+from .representation import Representation
 
 
 @dataclass
@@ -33,7 +34,7 @@ class StepStats:
 @dataclass
 class Trainer:
     cfg: DictConfig
-    scene: Scene
+    scene: Representation
     prior: Prior
     prompt: str
     step: int = 0
@@ -43,18 +44,10 @@ class Trainer:
 
     def __post_init__(self) -> None:
         o = self.cfg.optim
-        f = self.scene.field
-        grid_params = [f.encoding.params]
-        other = [p for n, p in f.named_parameters() if not n.startswith("encoding.")]
-        other += list(self.scene.background.parameters())
-        self.optimizer = torch.optim.Adam(
-            [{"params": grid_params, "lr": o.lr * o.lr_grid_scale}, {"params": other, "lr": o.lr}],
-            betas=(o.beta1, o.beta2), eps=o.eps)
+        self.optimizer = torch.optim.Adam(self.scene.param_groups(o.lr, o.lr_grid_scale),
+                                          betas=(o.beta1, o.beta2), eps=o.eps)
         self._base_lrs = [group["lr"] for group in self.optimizer.param_groups]
-        named = [("encoding.params", f.encoding.params)]
-        named += [(n, p) for n, p in f.named_parameters() if not n.startswith("encoding.")]
-        named += [(f"background.{n}", p) for n, p in self.scene.background.named_parameters()]
-        self._named_params = named
+        self._named_params = self.scene.named_parameters()
         g = self.cfg.guidance
         self.schedule = TimestepSchedule(g.schedule, g.t_min, g.t_max, g.t_max_end, g.t_min_end,
                                          g.tp_mu, g.tp_sigma)
@@ -102,23 +95,17 @@ class Trainer:
         probs = torch.tensor([s.albedo, s.lambertian, s.textureless])
         return SHADING_MODES[int(torch.multinomial(probs, 1))]
 
-    def _update_grid(self) -> None:
-        m = self.cfg.marcher
-        if self.step < m.warmup_steps or self.step % m.update_every == 0:
-            self.scene.grid.update(self.scene.field.density)
-
     def train_step(self) -> StepStats:
         cfg = self.cfg
-        self._update_grid()
+        self.scene.before_step(self.step)
         c = cfg.camera
         cams = sample_cameras(cfg.batch_size, tuple(c.elevation), tuple(c.azimuth),
                               tuple(c.distance), tuple(c.fov))
         lights = sample_light_directions(cams.positions, cfg.shading.light_jitter)
         mode = self._shading_mode()
         weights = active_weights(cfg.regularizers, self.step)
-        out: Rendered = render(self.scene.field, self.scene.grid, self.scene.background, cams,
-                               cfg.height, cfg.width, self.scene.settings, mode, lights,
-                               with_normals="orientation" in weights)
+        out = self.scene.render(cams, cfg.height, cfg.width, mode, lights,
+                                with_normals="orientation" in weights)
         t = self.schedule.sample(self.progress, self.prior.n_train_steps, cfg.batch_size)
         targets = self.targets_for(cams)
         loss = self._sds(out, t, targets)
@@ -156,7 +143,7 @@ class Trainer:
         step = self.step + 1
         if step in self.cfg.faults.inject_nan_at and step not in self._injected:
             self._injected.add(step)
-            grad = self.scene.field.encoding.params.grad
+            grad = self._named_params[0][1].grad
             if grad is not None:
                 grad.view(-1)[0] = float("nan")
 
