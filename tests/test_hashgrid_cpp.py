@@ -128,3 +128,20 @@ def test_the_build_folder_is_keyed_by_torchs_install_and_the_compiler(monkeypatc
     monkeypatch.undo()
     monkeypatch.setenv("CXX", "clang++-that-is-not-here")
     assert hashgrid_cpp.build_key(True) != key      # another compiler
+
+
+def test_the_kernel_is_decided_once_not_on_every_call(monkeypatch):
+    calls = []
+    real = HashGridEncoding.kernel_for
+    monkeypatch.setattr(HashGridEncoding, "kernel_for",
+                        lambda self, device: calls.append(device) or real(self, device))
+    enc = HashGridEncoding(*GRIDS[1], backend="auto")
+    assert calls == []                  # not at construction: the grid may go to CUDA first
+    x = torch.rand(64, 3)
+    with torch.no_grad():
+        for _ in range(3):
+            enc(x)
+    assert calls == ["cpu"] and enc.kernel == "cpp"     # at the first call, and only then
+    enc.to(torch.float32)                               # a move decides again, once
+    enc(x)
+    assert calls == ["cpu", "cpu"] and enc.active_backend == "cpp"

@@ -89,9 +89,10 @@ class HashGridEncoding(nn.Module):
     ``backend``: ``torch`` (the reference, any device), ``cpp`` (the compiled CPU kernel in
     ``extensions/hashgrid``), ``tcnn`` (tiny-cuda-nn on CUDA), or ``auto``: ``tcnn`` for CUDA
     inputs where tinycudann imports, ``cpp`` for CPU inputs where the kernel builds, else the
-    reference. All share one parameter table and give the same numbers. The kernels serve
-    float32 calls that need no second derivative; the others, such as normals taken inside
-    the loss, run the reference.
+    reference. All share one parameter table and give the same numbers. The kernel is
+    decided once for the device the table is on (``kernel``, again after a move;
+    ``describe_backend`` says why); it serves float32 calls that need no second derivative,
+    and the others, such as normals taken inside the loss, run the reference.
     """
 
     def __init__(self, n_levels: int = 16, features: int = 2, table_size_log2: int = 19,
@@ -124,6 +125,22 @@ class HashGridEncoding(nn.Module):
         self.start_levels = start_levels if 0 < start_levels < n_levels else n_levels
         self.start_step, self.level_every = start_step, max(level_every, 1)
         self.active_levels = self.start_levels
+        # decided at the first call on the table's device, not here: a grid built on the CPU
+        # and moved to CUDA must not compile the CPU kernel
+        self._decided: str | None = None
+
+    def _apply(self, *args, **kwargs):      # every .to(), .cuda(), .cpu() of the module
+        module = super()._apply(*args, **kwargs)
+        self._decided = None                # the table may be on another device now
+        return module
+
+    @property
+    def kernel(self) -> str:
+        """The kernel for the table's device (``cpp``, ``tcnn`` or ``torch``), decided once
+        per device placement."""
+        if self._decided is None:
+            self._decided = self.kernel_for(self.params.device.type)
+        return self._decided
 
     def levels_at(self, step: int) -> int:
         """Levels in use at ``step``: ``start_levels``, one more every ``level_every`` steps
@@ -156,7 +173,7 @@ class HashGridEncoding(nn.Module):
     @property
     def active_backend(self) -> str:
         """What serves this encoding's calls on the device its parameters are on."""
-        return self.kernel_for(self.params.device.type)
+        return self.kernel
 
     def describe_backend(self) -> str:
         """Which implementation serves calls on the parameters' device, and why, for the log."""
@@ -185,11 +202,12 @@ class HashGridEncoding(nn.Module):
         return "torch (PyTorch reference)"
 
     def _kernel(self, x: torch.Tensor) -> str:
-        if self.backend == "torch" or x.dtype != torch.float32:
+        """The decided kernel where this call allows one, else the reference."""
+        if self.kernel == "torch" or x.dtype != torch.float32:
             return "torch"
         if torch.is_grad_enabled() and x.requires_grad:
             return "torch"          # a graph through x may be differentiated twice
-        return self.kernel_for(x.device.type)
+        return self.kernel
 
     def _use_kernel(self, x: torch.Tensor) -> bool:
         return self._kernel(x) != "torch"
