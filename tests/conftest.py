@@ -45,3 +45,19 @@ def tiny_if(tmp_path_factory) -> Path:
     from tiny_diffusers import save_tiny_deepfloyd_if
 
     return save_tiny_deepfloyd_if(tmp_path_factory.mktemp("models") / "tiny-if")
+
+
+def fast_run(root: Path, *extra: str) -> Path:
+    """A finished tiny run of "a red cube" under ``root`` (no meshes unless ``extra`` asks)."""
+    from dreamfusion.cli import main
+
+    assert main(["run", "a red cube", "--quiet", *FAST, "export.enabled=false",
+                 f"output.root={root}", *extra]) == 0
+    return next(p for p in root.iterdir() if p.is_dir())
+
+
+def one_line_error(capsys) -> str:
+    """What the CLI wrote to stderr, checked to be one ``dreamfusion: error:`` line."""
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("dreamfusion: error:") and "\n" not in err and "Traceback" not in err, err
+    return err
