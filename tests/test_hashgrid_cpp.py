@@ -141,7 +141,7 @@ def test_the_kernel_is_decided_once_not_on_every_call(monkeypatch):
     with torch.no_grad():
         for _ in range(3):
             enc(x)
-    assert calls == ["cpu"] and enc.kernel == "cpp"     # at the first call, and only then
+    assert calls == ["cpu"] and enc.active_backend == "cpp"  # at the first call, only then
     enc.to(torch.float32)                               # a move decides again, once
     enc(x)
     assert calls == ["cpu", "cpu"] and enc.active_backend == "cpp"

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from dreamfusion.cli import main
 from dreamfusion.config import MAX_DEPTH, load_config, parse_yaml, to_yaml
-from dreamfusion.config.limits import RANGES, memory_needs
+from dreamfusion.config.limits import PAIR_RANGES, RANGES, memory_needs
 from dreamfusion.config.schema import RunConfig
 from dreamfusion.config.text import bad_character, check_prompt, quote
 from dreamfusion.errors import UserError
@@ -86,8 +86,7 @@ def _numeric_fields(cls: type, prefix: str = "") -> list[str]:
     return keys
 
 
-PAIRS = {"camera.elevation", "camera.azimuth", "camera.distance", "camera.fov",
-         "background.color"}
+PAIRS = {*PAIR_RANGES, "background.color"}     # checked as pairs and as a colour
 
 
 def test_every_number_in_the_schema_has_a_range():

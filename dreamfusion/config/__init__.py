@@ -62,6 +62,10 @@ def resolve_config_path(name: str) -> Path:
     raise UserError(f"config file {name!r} not found")
 
 
+class NotYAML(UserError):
+    """Text that does not parse as YAML (an override may still be a plain string)."""
+
+
 def _check_size(data: object, where: str) -> None:
     """Refuse nesting deeper than ``MAX_DEPTH`` or more than ``MAX_VALUES`` values, counting
     each use of a YAML alias again (which is what merging it would build)."""
@@ -108,7 +112,7 @@ def parse_yaml(text: str, where: str) -> object:
     except RecursionError:
         raise UserError(f"config{where} is nested more than {MAX_DEPTH} levels deep") from None
     except yaml.YAMLError as exc:
-        raise UserError(f"config{where} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        raise NotYAML(f"config{where} is not valid YAML: {str(exc).splitlines()[0]}") from None
     _check_size(data, where)
     return data
 
@@ -147,9 +151,7 @@ def _parse_override(item: str, keys: list[str]) -> dict:
                         f"{MAX_OVERRIDE_CHARS}")
     try:
         value = parse_yaml(raw, f" {key} on the command line") if raw.strip() else ""
-    except UserError as exc:
-        if "not valid YAML" not in str(exc):
-            raise
+    except NotYAML:
         value = raw       # not YAML: a string, which the schema types or refuses
     if isinstance(value, str) or value is None:
         value = raw       # keep strings verbatim ("auto", "1e-3" stays typed by the schema)
@@ -167,8 +169,9 @@ def load_config(name: str = DEFAULT_CONFIG, overrides: list[str] | tuple[str, ..
     path = resolve_config_path(name)
     keys = config_keys()
     try:
-        if path.stat().st_size > MAX_CONFIG_BYTES:
-            raise UserError(f"config {str(path)!r} is {path.stat().st_size} bytes; the limit is "
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise UserError(f"config {str(path)!r} is {size} bytes; the limit is "
                             f"{MAX_CONFIG_BYTES}")
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

@@ -2,7 +2,7 @@
 of the memory a config needs, checked before any work.
 
 Pure arithmetic (no torch), so the CLI refuses an impossible config at once. The ranges are
-data: ``tests/test_config.py`` checks that every number in the schema has one.
+data: ``tests/test_hostile_inputs.py`` checks that every number in the schema has one.
 """
 from __future__ import annotations
 
@@ -85,6 +85,11 @@ RANGES: dict[str, Range] = {
     # regularizer weights, and the steps of their [start_step, start, end, end_step] ramps
     "regularizers.weight": Range(0, 1e6), "regularizers.step": _STEP0,
 }
+
+# [min, max] pairs: both ends within these bounds, min <= max
+PAIR_RANGES: dict[str, tuple[float, float]] = {
+    "camera.elevation": (-90.0, 90.0), "camera.azimuth": (-180.0, 180.0),
+    "camera.distance": (1e-6, 100.0), "camera.fov": (1.0, 179.0)}
 
 GIB = 1 << 30
 

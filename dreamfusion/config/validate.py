@@ -12,13 +12,8 @@ from omegaconf import DictConfig, ListConfig
 
 from ..choices import BACKENDS, MARCHERS, NORMALS, PRIORS, SCHEDULES, WEIGHTINGS
 from ..errors import UserError
-from .limits import RANGES
+from .limits import PAIR_RANGES, RANGES
 from .text import bad_character
-
-# numbers checked by their own rules below, not by a plain range
-_PAIRS = {"camera.elevation": (-90.0, 90.0), "camera.azimuth": (-180.0, 180.0),
-          "camera.distance": (1e-6, 100.0), "camera.fov": (1.0, 179.0)}
-
 
 def _check(ok: bool, key: str, message: str) -> None:
     if not ok:
@@ -75,7 +70,7 @@ def validate(cfg: DictConfig) -> None:
     """Raise ``UserError`` for the first value out of its range or meaning."""
     _text_and_finite(cfg)
     _ranges(cfg)
-    for key, (low, high) in _PAIRS.items():
+    for key, (low, high) in PAIR_RANGES.items():
         _range_pair(cfg, key, low, high)
     _choices(cfg)
     g = cfg.guidance

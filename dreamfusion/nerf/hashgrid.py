@@ -90,7 +90,7 @@ class HashGridEncoding(nn.Module):
     ``extensions/hashgrid``), ``tcnn`` (tiny-cuda-nn on CUDA), or ``auto``: ``tcnn`` for CUDA
     inputs where tinycudann imports, ``cpp`` for CPU inputs where the kernel builds, else the
     reference. All share one parameter table and give the same numbers. The kernel is
-    decided once for the device the table is on (``kernel``, again after a move;
+    decided once for the device the table is on (``active_backend``, again after a move;
     ``describe_backend`` says why); it serves float32 calls that need no second derivative,
     and the others, such as normals taken inside the loss, run the reference.
     """
@@ -134,14 +134,6 @@ class HashGridEncoding(nn.Module):
         self._decided = None                # the table may be on another device now
         return module
 
-    @property
-    def kernel(self) -> str:
-        """The kernel for the table's device (``cpp``, ``tcnn`` or ``torch``), decided once
-        per device placement."""
-        if self._decided is None:
-            self._decided = self.kernel_for(self.params.device.type)
-        return self._decided
-
     def levels_at(self, step: int) -> int:
         """Levels in use at ``step``: ``start_levels``, one more every ``level_every`` steps
         from ``start_step`` (threestudio's ProgressiveBandHashGrid schedule), at most all."""
@@ -172,8 +164,11 @@ class HashGridEncoding(nn.Module):
 
     @property
     def active_backend(self) -> str:
-        """What serves this encoding's calls on the device its parameters are on."""
-        return self.kernel
+        """What serves this encoding's calls on the device its parameters are on (``cpp``,
+        ``tcnn`` or ``torch``), decided once per device placement."""
+        if self._decided is None:
+            self._decided = self.kernel_for(self.params.device.type)
+        return self._decided
 
     def describe_backend(self) -> str:
         """Which implementation serves calls on the parameters' device, and why, for the log."""
@@ -203,11 +198,11 @@ class HashGridEncoding(nn.Module):
 
     def _kernel(self, x: torch.Tensor) -> str:
         """The decided kernel where this call allows one, else the reference."""
-        if self.kernel == "torch" or x.dtype != torch.float32:
+        if self.active_backend == "torch" or x.dtype != torch.float32:
             return "torch"
         if torch.is_grad_enabled() and x.requires_grad:
             return "torch"          # a graph through x may be differentiated twice
-        return self.kernel
+        return self.active_backend
 
     def _use_kernel(self, x: torch.Tensor) -> bool:
         return self._kernel(x) != "torch"

@@ -21,8 +21,6 @@ from ..guidance.toy.captions import parse_caption
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["check_prompt", "check_words", "prepare", "run_root", "select_device"]
-
 def slugify(prompt: str, limit: int = 48) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")
     return slug[:limit].rstrip("-") or "run"
@@ -91,21 +89,21 @@ def check_cpu_memory(cfg: DictConfig) -> None:
     """``check_memory`` for a config that runs on the CPU, without importing torch (so the
     CLI refuses at once); other devices are checked by ``prepare``."""
     if cfg.device == "cpu":
-        problem = memory_problem(cfg, machine_memory(), "this machine's")
-        if problem is not None:
-            raise UserError(problem)
+        _refuse_if(memory_problem(cfg, machine_memory(), "this machine's"))
 
 
 def check_memory(cfg: DictConfig, device: torch.device) -> None:
     """Refuse a config that cannot fit in the device's memory, with the figures."""
+    if device.type != "cuda":
+        _refuse_if(memory_problem(cfg, machine_memory(), "this machine's"))
+        return
     import torch
 
-    if device.type == "cuda":
-        available = torch.cuda.get_device_properties(device).total_memory
-        where = f"{torch.cuda.get_device_name(device)} GPU"
-    else:
-        available, where = machine_memory(), "this machine's"
-    problem = memory_problem(cfg, available, where)
+    available = torch.cuda.get_device_properties(device).total_memory
+    _refuse_if(memory_problem(cfg, available, f"{torch.cuda.get_device_name(device)} GPU"))
+
+
+def _refuse_if(problem: str | None) -> None:
     if problem is not None:
         raise UserError(problem)
 

@@ -1,4 +1,5 @@
-"""The toy world: analytic objects (signed distance functions), colours and captions."""
+"""The toy world's objects: analytic shapes (signed distance functions) and their parts'
+colours; the vocabulary and captions are in ``captions.py``."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,7 +8,6 @@ from typing import Callable
 import torch
 
 from .captions import COLORS, Caption
-
 
 
 def _length(v: torch.Tensor) -> torch.Tensor:
