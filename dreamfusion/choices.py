@@ -13,6 +13,8 @@ Normals = Literal["analytic", "finite_difference"]
 Schedule = Literal["uniform", "anneal_linear", "anneal_sqrt", "time_prioritized"]
 Weighting = Literal["sds", "uniform", "snr_sqrt"]
 PriorName = Literal["toy", "stable_diffusion", "deepfloyd_if"]
+RepresentationName = Literal["nerf", "gaussians"]
+SplatBackend = Literal["auto", "torch", "gsplat"]
 
 BACKENDS: tuple[str, ...] = get_args(HashGridBackend)
 MARCHERS: tuple[str, ...] = get_args(Marcher)
@@ -20,3 +22,5 @@ NORMALS: tuple[str, ...] = get_args(Normals)
 SCHEDULES: tuple[str, ...] = get_args(Schedule)
 WEIGHTINGS: tuple[str, ...] = get_args(Weighting)
 PRIORS: tuple[str, ...] = get_args(PriorName)
+REPRESENTATIONS: tuple[str, ...] = get_args(RepresentationName)
+SPLAT_BACKENDS: tuple[str, ...] = get_args(SplatBackend)

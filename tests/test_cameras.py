@@ -1,6 +1,6 @@
 import torch
 
-from dreamfusion.nerf.cameras import Cameras, orbit, sample_cameras
+from dreamfusion.rendering.cameras import Cameras, orbit, sample_cameras
 
 
 def test_front_camera_looks_from_plus_x_and_centre_ray_hits_origin():

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from dreamfusion.nerf.cameras import orbit
+from dreamfusion.rendering.cameras import orbit
 from dreamfusion.nerf.hashgrid import HashGridEncoding
 from dreamfusion.nerf.hashgrid_tcnn import load_tcnn, unavailable_reason
 from dreamfusion.nerf.marcher import load_nerfacc, march_rays, marcher_for

@@ -6,7 +6,7 @@ from torch import nn
 from dreamfusion.config import load_config
 from dreamfusion.guidance.toy.world import Caption, cube
 from dreamfusion.nerf.renderer import RenderSettings
-from dreamfusion.nerf.shading import Background
+from dreamfusion.rendering.shading import Background
 from dreamfusion.pipeline.build import Scene
 from dreamfusion.pipeline.evaluate import silhouette_iou
 

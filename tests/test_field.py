@@ -2,11 +2,11 @@ import pytest
 import torch
 
 from dreamfusion.config import load_config
-from dreamfusion.nerf.cameras import Cameras, orbit
+from dreamfusion.rendering.cameras import Cameras, orbit
 from dreamfusion.nerf.field import NeRFField
 from dreamfusion.nerf.hashgrid import HashGridEncoding
 from dreamfusion.nerf.renderer import RenderSettings, render
-from dreamfusion.nerf.shading import Background, shade
+from dreamfusion.rendering.shading import Background, shade
 from dreamfusion.pipeline.build import build_scene
 
 

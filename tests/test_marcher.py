@@ -1,10 +1,10 @@
 import torch
 
-from dreamfusion.nerf.cameras import orbit
+from dreamfusion.rendering.cameras import orbit
 from dreamfusion.nerf.marcher import march_rays, ray_aabb
 from dreamfusion.nerf.occupancy import OccupancyGrid
 from dreamfusion.nerf.renderer import RenderSettings, render
-from dreamfusion.nerf.shading import Background
+from dreamfusion.rendering.shading import Background
 
 from fields import SphereField
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from dreamfusion.cli import main
-from dreamfusion.nerf.renderer import Rendered
-from dreamfusion.nerf.volrend import orientation_loss
+from dreamfusion.rendering.rendered import Rendered
+from dreamfusion.rendering.volrend import orientation_loss
 from dreamfusion.pipeline.regularizers import active_weights, entropy, sparsity, weight_at
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from dreamfusion.config import load_config
-from dreamfusion.nerf.cameras import Cameras
+from dreamfusion.rendering.cameras import Cameras
 from dreamfusion.pipeline.build import build_prior, build_scene
 from dreamfusion.pipeline.train import Trainer
 
@@ -61,7 +61,7 @@ class FlatColour:
         self.steps_seen: list[int] = []
 
     def render(self, cameras, height, width, mode="albedo", light_dirs=None, with_normals=False):
-        from dreamfusion.nerf.renderer import Rendered
+        from dreamfusion.rendering.rendered import Rendered
 
         b = len(cameras)
         rgb = torch.sigmoid(self.colour).expand(b, height, width, 3)

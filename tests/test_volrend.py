@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from dreamfusion.nerf.volrend import accumulate_along_rays, render_transmittance, render_weights
+from dreamfusion.rendering.volrend import accumulate_along_rays, render_transmittance, render_weights
 
 
 def test_weights_hand_computed():

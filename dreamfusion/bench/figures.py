@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from ..nerf.cameras import orbit
+from ..rendering.cameras import orbit
 from ..pipeline.artifacts import render_views, to_uint8
 from ..pipeline.reexport import load_run
 from ..utils.atomic import atomic_path, write_png

@@ -16,8 +16,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ..errors import UserError
-from ..nerf.cameras import orbit
-from ..nerf.shading import Background
+from ..rendering.cameras import orbit
+from ..rendering.shading import Background
 from ..pipeline.artifacts import render_views, to_uint8, write_json
 from ..pipeline.inputs import prepare, select_device, slugify
 from ..pipeline.reexport import load_run

@@ -22,11 +22,11 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ..nerf.cameras import sample_cameras
+from ..rendering.cameras import sample_cameras
 from ..nerf.hashgrid import HashGridEncoding
 from ..nerf.marcher import load_nerfacc
 from ..nerf.renderer import render
-from ..nerf.shading import sample_light_directions
+from ..rendering.shading import sample_light_directions
 from ..pipeline.artifacts import write_json
 from ..pipeline.build import build_prior, build_scene
 from ..pipeline.inputs import select_device

@@ -52,6 +52,19 @@ RANGES: dict[str, Range] = {
     "nerf.grid.table_size_log2": Range(10, 24), "nerf.grid.base_resolution": Range(2, 4096),
     "nerf.grid.growth": Range(1, 4), "nerf.grid.start_levels": Range(0, 32),
     "nerf.grid.start_step": _STEP0, "nerf.grid.level_every": _STEP,
+    "gaussians.count": Range(1, 10_000_000), "gaussians.init_radius": _positive(100),
+    "gaussians.init_opacity": Range(0.001, 0.999),
+    "gaussians.min_scale": Range(0, 10), "gaussians.max_count": Range(1, 10_000_000),
+    "gaussians.densify.start": _STEP0, "gaussians.densify.stop": _STEP0,
+    "gaussians.densify.every": _STEP, "gaussians.densify.grad_threshold": _positive(1e6),
+    "gaussians.densify.percent_dense": _positive(1),
+    "gaussians.densify.min_opacity": Range(0, 0.99),
+    "gaussians.densify.max_screen_fraction": _positive(100),
+    "gaussians.densify.max_world_fraction": _positive(100),
+    "gaussians.densify.opacity_reset_every": _STEP0,
+    "gaussians.lr.position": _positive(1e30), "gaussians.lr.scale": _positive(1e30),
+    "gaussians.lr.rotation": _positive(1e30), "gaussians.lr.opacity": _positive(1e30),
+    "gaussians.lr.colour": _positive(1e30), "gaussians.lr.background": _positive(1e30),
     "marcher.step_size": Range(1e-4, 10), "marcher.grid_resolution": Range(1, 512),
     "marcher.update_every": _STEP, "marcher.warmup_steps": _STEP0,
     "marcher.ema_decay": _positive(1), "marcher.threshold": _UNIT,
@@ -104,11 +117,29 @@ def _hash_table_rows(cfg: DictConfig) -> int:
     return rows
 
 
+def _gaussian_needs(cfg: DictConfig) -> dict[str, int]:
+    """Bytes by part for 3D Gaussians: ``max_count`` of them with gradients and Adam state
+    (14 parameters and 3 statistics each), one training step's Gaussian-pixel pairs (at
+    least 16 per pixel, 24 floats each kept for backward), renders and the export grid."""
+    o = cfg.output
+    pixels = cfg.batch_size * cfg.height * cfg.width
+    render_pixels = max(4 * o.val_size ** 2, o.turntable_frames * o.turntable_size ** 2)
+    floats = {
+        "Gaussians with gradients and Adam state": cfg.gaussians.max_count * (4 * 14 + 3),
+        "one training step's pairs": pixels * 16 * 24,
+        "validation and turntable renders": render_pixels * 16 * 8,
+        "export density grid": 3 * cfg.export.resolution ** 3 if cfg.export.enabled else 0,
+    }
+    return {what: 4 * count for what, count in floats.items()}
+
+
 def memory_needs(cfg: DictConfig) -> dict[str, int]:
-    """Bytes a run certainly allocates, by part: the hash grid with its gradient and Adam's two
-    moments, the occupancy grid, one training step's samples (each ray through the initial
-    blob's diameter, at ``marcher.step_size``), the largest no-grad render and the export's
-    density grid."""
+    """Bytes a run certainly allocates, by part, the model's state first. NeRF: the hash grid
+    with its gradient and Adam's two moments, the occupancy grid, one training step's samples
+    (each ray through the initial blob's diameter, at ``marcher.step_size``), the largest
+    no-grad render and the export's density grid."""
+    if cfg.representation == "gaussians":
+        return _gaussian_needs(cfg)
     n, g = cfg.nerf, cfg.nerf.grid
     features = g.n_levels * g.features
     params = _hash_table_rows(cfg) * g.features + features * n.hidden + n.hidden ** 2 * n.layers
@@ -144,11 +175,12 @@ def memory_problem(cfg: DictConfig, available: int, where: str) -> str | None:
     needs = memory_needs(cfg)
     # the export runs after training has freed its samples: the peak is the larger phase
     train = sum(v for k, v in needs.items() if k != "export density grid")
-    peak = max(train, needs["export density grid"] + needs["hash grid and MLP with gradients "
-                                                            "and Adam state"])
+    peak = max(train, needs["export density grid"] + next(iter(needs.values())))
     if available <= 0 or peak <= available:
         return None
     parts = ", ".join(f"{what} {size / GIB:.1f}" for what, size in needs.items() if size)
+    model = ("gaussians.max_count" if cfg.representation == "gaussians"
+             else "nerf.grid.table_size_log2, nerf.hidden")
     return (f"this config needs about {peak / GIB:.1f} GiB ({parts} GiB), more than the "
             f"{available / GIB:.1f} GiB of {where} memory; lower height, width, batch_size, "
-            f"nerf.grid.table_size_log2, nerf.hidden or export.resolution")
+            f"{model} or export.resolution")

@@ -35,6 +35,45 @@ class NeRFConfig:
 
 
 @dataclass
+class DensifyConfig:
+    """Adaptive density control (3DGS; DreamGaussian's text-to-3D values)."""
+    start: int = 100                      # first step that densifies
+    stop: int = 3000                      # no densification from this step on
+    every: int = 100                      # steps between densification passes
+    grad_threshold: float = 0.01          # mean view-space gradient (NDC units) that densifies
+    percent_dense: float = 0.01           # clone below, split above this share of nerf.bound
+    min_opacity: float = 0.01             # prune Gaussians more transparent than this
+    max_screen_fraction: float = 0.5      # after an opacity reset, prune Gaussians wider than
+    max_world_fraction: float = 0.1       # this share of the image or this share of the bound
+    opacity_reset_every: int = 700        # opacities to 0.01 every this many steps (0: never)
+
+
+@dataclass
+class GaussianLRConfig:
+    position: float = 0.001
+    scale: float = 0.005
+    rotation: float = 0.005
+    opacity: float = 0.05
+    colour: float = 0.01
+    background: float = 0.001             # the learned background, where there is one
+
+
+@dataclass
+class GaussianConfig:
+    """3D Gaussians (representation=gaussians), inside the cube of side 2 * nerf.bound."""
+    count: int = 5000                     # initial Gaussians, uniform in a ball
+    init_radius: float = 0.5              # of that ball
+    init_opacity: float = 0.1
+    # no Gaussian thinner than this (world units): 0 as in 3DGS; at low training resolutions
+    # it keeps renders at higher ones from breaking up into dots (Mip-Splatting's 3D filter)
+    min_scale: float = 0.0
+    max_count: int = 200000               # densification stops growing the set here
+    backend: str = "auto"                 # auto (gsplat on CUDA where it imports) | gsplat | torch
+    densify: DensifyConfig = field(default_factory=DensifyConfig)
+    lr: GaussianLRConfig = field(default_factory=GaussianLRConfig)
+
+
+@dataclass
 class MarcherConfig:
     step_size: float = 0.0135             # 2 * sqrt(3) / 256: 256 steps across the box diagonal
     grid_resolution: int = 64
@@ -192,8 +231,10 @@ class RunConfig:
     width: int = 64
     batch_size: int = 1
     device: str = "cpu"                   # cpu | cuda | auto
+    representation: str = "nerf"          # nerf | gaussians
     nerf: NeRFConfig = field(default_factory=NeRFConfig)
     marcher: MarcherConfig = field(default_factory=MarcherConfig)
+    gaussians: GaussianConfig = field(default_factory=GaussianConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)
     shading: ShadingConfig = field(default_factory=ShadingConfig)
     background: BackgroundConfig = field(default_factory=BackgroundConfig)

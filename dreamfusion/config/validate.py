@@ -10,7 +10,8 @@ import math
 
 from omegaconf import DictConfig, ListConfig
 
-from ..choices import BACKENDS, MARCHERS, NORMALS, PRIORS, SCHEDULES, WEIGHTINGS
+from ..choices import (BACKENDS, MARCHERS, NORMALS, PRIORS, REPRESENTATIONS, SCHEDULES,
+                       SPLAT_BACKENDS, WEIGHTINGS)
 from ..errors import UserError
 from .limits import PAIR_RANGES, RANGES
 from .text import bad_character
@@ -92,11 +93,31 @@ def validate(cfg: DictConfig) -> None:
     _validate_resilience(cfg)
     _validate_geometry(cfg)
     _validate_regularizers(cfg)
+    _validate_gaussians(cfg)
+
+
+def _validate_gaussians(cfg: DictConfig) -> None:
+    g = cfg.gaussians
+    _check(g.count <= g.max_count, "gaussians.count",
+           f"must be <= gaussians.max_count ({g.max_count}), got {g.count}")
+    d = g.densify
+    _check(d.start <= d.stop, "gaussians.densify.start",
+           f"must be <= gaussians.densify.stop ({d.stop}), got {d.start}")
+    _check(g.init_radius <= cfg.nerf.bound, "gaussians.init_radius",
+           f"must be <= nerf.bound ({cfg.nerf.bound}): the Gaussians start inside the box, "
+           f"got {g.init_radius}")
+    if cfg.representation == "gaussians":
+        orientation = cfg.regularizers.orientation
+        _check(isinstance(orientation, (int, float)) and float(orientation) == 0.0,
+               "regularizers.orientation", "is the NeRF's (it penalises samples along rays); "
+               "set it to 0 with representation=gaussians")
 
 
 def _choices(cfg: DictConfig) -> None:
     for key, options in (("nerf.grid.backend", BACKENDS), ("marcher.backend", MARCHERS),
                          ("nerf.normals", NORMALS), ("guidance.prior", PRIORS),
+                         ("representation", REPRESENTATIONS),
+                         ("gaussians.backend", SPLAT_BACKENDS),
                          ("guidance.weighting", WEIGHTINGS), ("guidance.schedule", SCHEDULES),
                          ("background.kind", ("solid", "learned")),
                          ("device", ("cpu", "cuda", "auto"))):

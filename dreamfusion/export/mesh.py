@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..nerf.field import NeRFField
+from ..rendering.fields import Field
 
 
 @dataclass
@@ -74,7 +74,7 @@ def auto_threshold(step_size: float) -> float:
 
 
 @torch.no_grad()
-def density_grid(field: NeRFField, resolution: int, chunk: int = 1 << 16) -> np.ndarray:
+def density_grid(field: Field, resolution: int, chunk: int = 1 << 16) -> np.ndarray:
     """Density sampled at ``resolution^3`` points spanning ``[-bound, bound]^3`` (inclusive)."""
     axis = torch.linspace(-field.bound, field.bound, resolution)
     points = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1).reshape(-1, 3)
@@ -106,7 +106,7 @@ def no_surface(lo: float, hi: float, threshold: float) -> NoSurface:
 
 
 @torch.no_grad()
-def extract_mesh(field: NeRFField, resolution: int, threshold: float) -> Mesh:
+def extract_mesh(field: Field, resolution: int, threshold: float) -> Mesh:
     """The ``density = threshold`` surface; an empty or all-solid field is ``NoSurface``."""
     grid = density_grid(field, resolution)
     lo, hi = float(grid.min()), float(grid.max())

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from ..nerf.field import NeRFField
-from .mesh import Mesh, auto_threshold, decimate, extract_mesh, keep_large_components
+from ..rendering.fields import Field
+from .mesh import Mesh, decimate, extract_mesh, keep_large_components
 from .texture import bake_albedo, unwrap
 from .writers import write_meshes
 
@@ -22,20 +22,21 @@ class ExportSettings:
     keep_fraction: float       # drop pieces smaller than this fraction of the largest
 
 
-def export_settings(cfg: DictConfig) -> ExportSettings:
+def export_settings(cfg: DictConfig, surface_level: float) -> ExportSettings:
+    """``cfg.export``, with ``threshold=auto`` read as the representation's
+    ``surface_level``."""
     e = cfg.export
-    threshold = (auto_threshold(cfg.marcher.step_size) if e.threshold == "auto"
-                 else float(e.threshold))
+    threshold = surface_level if e.threshold == "auto" else float(e.threshold)
     return ExportSettings(e.resolution, threshold, tuple(e.formats), e.texture_size, e.decimate,
                           e.keep_fraction)
 
 
-def export_field(field: NeRFField, settings: ExportSettings, out_dir: Path) -> list[Path]:
+def export_field(field: Field, settings: ExportSettings, out_dir: Path) -> list[Path]:
     """Write the field's surface in every format asked for; returns the files written."""
     return write_meshes(field_mesh(field, settings), out_dir, list(settings.formats))
 
 
-def field_mesh(field: NeRFField, settings: ExportSettings) -> Mesh:
+def field_mesh(field: Field, settings: ExportSettings) -> Mesh:
     """The mesh that ``export_field`` writes: surface, clean-up, decimation, UVs, texture."""
     mesh = extract_mesh(field, settings.resolution, settings.threshold)
     mesh = keep_large_components(mesh, settings.keep_fraction)

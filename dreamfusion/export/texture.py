@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..nerf.field import NeRFField
+from ..rendering.fields import Field
 from .mesh import Mesh
 
 
@@ -73,7 +73,7 @@ def dilate(image: np.ndarray, filled: np.ndarray, pixels: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def bake_albedo(field: NeRFField, mesh: Mesh, size: int, padding: int = 8,
+def bake_albedo(field: Field, mesh: Mesh, size: int, padding: int = 8,
                 chunk: int = 1 << 16) -> np.ndarray:
     """An sRGB ``(size, size, 3)`` uint8 texture of the albedo on ``mesh`` (which has UVs)."""
     face_of, bary = rasterize_uv(mesh.uvs, mesh.faces, size)

@@ -5,13 +5,14 @@ from dataclasses import dataclass
 
 import torch
 
-from .cameras import Cameras
+from ..rendering.cameras import Cameras
+from ..rendering.rendered import Rendered
+from ..rendering.shading import Background, shade
+from ..rendering.volrend import (accumulate_along_rays, orientation_loss,
+                                 render_transmittance, render_weights)
 from .field import NeRFField
 from .marcher import RaySamples, march_rays
 from .occupancy import OccupancyGrid
-from .shading import Background, shade
-from .volrend import (accumulate_along_rays, orientation_loss, render_transmittance,
-                      render_weights)
 
 
 @dataclass
@@ -21,15 +22,6 @@ class RenderSettings:
     ambient: float = 0.3
     diffuse: float = 0.7
     marcher: str = "auto"
-
-
-@dataclass
-class Rendered:
-    rgb: torch.Tensor        # (B, H, W, 3) composited over the background
-    opacity: torch.Tensor    # (B, H, W)
-    depth: torch.Tensor      # (B, H, W)
-    n_samples: int
-    orientation: torch.Tensor | None = None   # () Ref-NeRF's penalty, where normals were taken
 
 
 def _cull_terminated(field: NeRFField, origins: torch.Tensor, dirs: torch.Tensor,

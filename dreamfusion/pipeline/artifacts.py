@@ -8,7 +8,7 @@ import imageio.v3 as iio
 import numpy as np
 import torch
 
-from ..nerf.cameras import Cameras, orbit
+from ..rendering.cameras import Cameras, orbit
 from ..utils.atomic import atomic_path
 from .representation import Representation
 

@@ -8,16 +8,20 @@ import torch
 from omegaconf import DictConfig
 
 from ..errors import UserError
+from ..export.mesh import auto_threshold
 from ..guidance.base import Prior
 from ..guidance.toy.prior import ReferenceSettings, ToyWorldPrior, views_from_config
 from ..guidance.views import ViewRule
-from ..nerf.cameras import Cameras
+from ..rendering.cameras import Cameras
 from ..nerf.field import NeRFField
 from ..nerf.hashgrid import HashGridEncoding
 from ..nerf.occupancy import OccupancyGrid
-from ..nerf.renderer import Rendered, RenderSettings, render
-from ..nerf.shading import Background
+from ..nerf.renderer import RenderSettings, render
+from ..rendering.rendered import Rendered
+from ..rendering.shading import Background
 from ..utils.tensor_cache import default_cache_dir
+from .gaussian_scene import build_gaussian_scene
+from .representation import Representation
 
 
 @dataclass
@@ -29,6 +33,23 @@ class Scene:
     settings: RenderSettings
     grid_warmup_steps: int = 0          # refresh the occupancy grid every step until then,
     grid_update_every: int = 1          # then every this many steps
+    lr: float = 0.01
+    lr_grid_scale: float = 1.0          # the hash table's learning rate relative to lr
+
+    @property
+    def surface_level(self) -> float:
+        """Half opacity over one marching step."""
+        return auto_threshold(self.settings.step_size)
+
+    def backend(self) -> tuple[str, str]:
+        encoding = self.field.encoding
+        return encoding.active_backend, f"hash grid: {encoding.describe_backend()}"
+
+    def after_step(self, step: int, optimizer: torch.optim.Optimizer) -> None:
+        """Nothing: the occupancy grid is refreshed before steps."""
+
+    def write_native(self, out_dir: Path) -> list[Path]:
+        return []
 
     def modules(self) -> dict[str, torch.nn.Module]:
         return {"field": self.field, "grid": self.grid, "background": self.background}
@@ -46,11 +67,11 @@ class Scene:
         return render(self.field, self.grid, self.background, cameras, height, width,
                       self.settings, mode, light_dirs, with_normals)
 
-    def param_groups(self, lr: float, lr_grid_scale: float) -> list[dict]:
+    def param_groups(self) -> list[dict]:
         """The hash table at its own rate, then the MLPs and the background."""
         named = self.named_parameters()
-        return [{"params": [named[0][1]], "lr": lr * lr_grid_scale},
-                {"params": [p for _, p in named[1:]], "lr": lr}]
+        return [{"params": [named[0][1]], "lr": self.lr * self.lr_grid_scale},
+                {"params": [p for _, p in named[1:]], "lr": self.lr}]
 
     def named_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
         f = self.field
@@ -63,7 +84,14 @@ class Scene:
         return self.field.density(points)
 
 
-def build_scene(cfg: DictConfig, device: torch.device) -> Scene:
+def build_scene(cfg: DictConfig, device: torch.device) -> Representation:
+    """The representation ``cfg.representation`` names, on ``device``."""
+    if cfg.representation == "gaussians":
+        return build_gaussian_scene(cfg, device)
+    return build_nerf_scene(cfg, device)
+
+
+def build_nerf_scene(cfg: DictConfig, device: torch.device) -> Scene:
     g = cfg.nerf.grid
     encoding = HashGridEncoding(g.n_levels, g.features, g.table_size_log2, g.base_resolution,
                                 g.growth, g.backend, g.start_levels, g.start_step, g.level_every)
@@ -76,7 +104,7 @@ def build_scene(cfg: DictConfig, device: torch.device) -> Scene:
     settings = RenderSettings(m.step_size, m.early_stop_eps, cfg.shading.ambient,
                               cfg.shading.diffuse, m.backend)
     return Scene(field.to(device), grid.to(device), background.to(device), settings,
-                 m.warmup_steps, m.update_every)
+                 m.warmup_steps, m.update_every, cfg.optim.lr, cfg.optim.lr_grid_scale)
 
 
 def view_rules(cfg: DictConfig) -> tuple[ViewRule, ...]:

@@ -81,7 +81,7 @@ def read_checkpoint(path: Path) -> dict:
 # what resume and export read from a checkpoint, and the type each must have
 _LAYOUT: dict = {
     "prompt": str, "config": str, "train_seconds": (int, float),
-    "scene": {"field": dict, "grid": dict, "background": dict},
+    "scene": {"background": dict},       # and the representation's own modules
     "trainer": {"step": int, "optimizer": {"state": dict, "param_groups": list},
                 "lr_scale": (int, float), "rng": {"torch": torch.Tensor}, "schedule": dict},
     "faults": {"rollbacks": int, "bad_steps": list},
@@ -162,9 +162,14 @@ def config_differences(saved_yaml: str, cfg: DictConfig) -> list[str]:
 def load_scene(scene: Representation, loaded: Loaded) -> None:
     """Put a checkpoint's field, occupancy grid and background into ``scene``; a checkpoint
     whose tensors do not fit the config is a ``UserError`` naming it."""
+    saved = loaded.state["scene"]
+    missing = [name for name in scene.modules() if name not in saved]
+    if missing:
+        raise UserError(f"cannot load {loaded.path}: it holds {', '.join(sorted(saved))}, not "
+                        f"the {', '.join(missing)} this config's representation needs")
     try:
         for name, module in scene.modules().items():
-            module.load_state_dict(loaded.state["scene"][name])
+            module.load_state_dict(saved[name])
     except (RuntimeError, KeyError, ValueError) as exc:
         raise UserError(f"cannot load {loaded.path}: {str(exc).splitlines()[0]}") from None
     scene.set_step(int(loaded.state["trainer"]["step"]))

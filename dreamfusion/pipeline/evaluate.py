@@ -11,8 +11,8 @@ from omegaconf import DictConfig
 from ..guidance.toy.raytrace import trace
 from ..guidance.toy.prior import ToyWorldPrior
 from ..guidance.toy.world import COLORS, SHAPES, Caption
-from ..nerf.cameras import Cameras, orbit
-from .build import Scene
+from ..rendering.cameras import Cameras, orbit
+from .representation import Representation
 
 SIDE_AZIMUTHS = (90.0, -90.0)
 
@@ -40,7 +40,7 @@ EVAL_ELEVATIONS = (15.0, 40.0)      # inside the toy cameras' [-10, 45] degrees
 
 
 @torch.no_grad()
-def silhouette_iou(scene: Scene, caption: Caption, cfg: DictConfig, n_azimuths: int = 8,
+def silhouette_iou(scene: Representation, caption: Caption, cfg: DictConfig, n_azimuths: int = 8,
                    elevations: tuple[float, ...] = EVAL_ELEVATIONS, size: int = 64,
                    yaw_step: float = 9.0) -> SilhouetteScores:
     """IoU of the rendered opacity (> 0.5) with the true silhouette at ``n_azimuths`` views
@@ -89,7 +89,7 @@ def silhouette_iou(scene: Scene, caption: Caption, cfg: DictConfig, n_azimuths: 
 
 
 @torch.no_grad()
-def colour_error(scene: Scene, caption: Caption, cfg: DictConfig, n_azimuths: int = 8,
+def colour_error(scene: Representation, caption: Caption, cfg: DictConfig, n_azimuths: int = 8,
                  elevations: tuple[float, ...] = EVAL_ELEVATIONS, size: int = 64) -> float:
     """Mean absolute error of the albedo, in [0, 1] per channel, over the pixels that both
     the result and the truth cover: the colour of the foreground, not its shape."""
@@ -107,7 +107,7 @@ def colour_error(scene: Scene, caption: Caption, cfg: DictConfig, n_azimuths: in
 
 
 @torch.no_grad()
-def toy_r_precision(scene: Scene, caption: Caption, prior: ToyWorldPrior, cfg: DictConfig,
+def toy_r_precision(scene: Representation, caption: Caption, prior: ToyWorldPrior, cfg: DictConfig,
                     n_azimuths: int = 8, elevations: tuple[float, ...] = EVAL_ELEVATIONS,
                     per_caption: int = 32) -> float:
     """The toy world's R-Precision: the share of renders whose nearest reference image (L2,
@@ -135,7 +135,7 @@ class JanusScore:
 
 
 @torch.no_grad()
-def janus_score(scene: Scene, caption: Caption, density_threshold: float,
+def janus_score(scene: Representation, caption: Caption, density_threshold: float,
                 resolution: int = 64) -> JanusScore | None:
     """How much of the object's front feature sits where its back should be.
 
@@ -229,7 +229,7 @@ def _true_samples(shape: str, count: int) -> np.ndarray:
     return true_surface_samples(Caption("white", shape), count)
 
 
-def toy_metrics(scene: Scene, prior: ToyWorldPrior, prompt: str, cfg: DictConfig,
+def toy_metrics(scene: Representation, prior: ToyWorldPrior, prompt: str, cfg: DictConfig,
                 mesh_vertices: np.ndarray | None, mesh_faces: np.ndarray | None,
                 density_threshold: float) -> dict:
     """Every ground-truth score of a toy run, rounded, as ``summary.json`` keeps them."""

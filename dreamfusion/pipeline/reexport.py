@@ -10,12 +10,13 @@ from omegaconf import DictConfig
 
 from ..export.pipeline import export_field, export_settings
 from ..utils.atomic import remove_temp_files
-from .build import Scene, build_scene
+from .build import build_scene
 from .checkpoint import load_scene, open_run
+from .representation import Representation
 from .inputs import check_memory, select_device
 
 
-def load_run(run_dir: Path, overrides: Sequence[str] = ()) -> tuple[DictConfig, Scene, int]:
+def load_run(run_dir: Path, overrides: Sequence[str] = ()) -> tuple[DictConfig, Representation, int]:
     """The run's config (with ``overrides``), its scene from the newest checkpoint that
     verifies, and that checkpoint's step; on any device (no GPU needed)."""
     opened = open_run(run_dir, overrides, "export")
@@ -37,4 +38,6 @@ def export_run(run_dir: Path, overrides: list[str]) -> tuple[list[Path], int]:
         print(f"dreamfusion: removed {path.relative_to(run_dir)}, left by a write that was "
               f"cut short", file=sys.stderr)
     with torch.no_grad():
-        return export_field(scene.field, export_settings(cfg), run_dir), step
+        native = scene.write_native(run_dir)
+        settings = export_settings(cfg, scene.surface_level)
+        return native + export_field(scene.field, settings, run_dir), step

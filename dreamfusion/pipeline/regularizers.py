@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import torch
 
-from ..nerf.renderer import Rendered
+from ..rendering.rendered import Rendered
 
 REGULARIZERS = ("orientation", "sparsity", "entropy")
 
@@ -40,7 +40,7 @@ def entropy(out: Rendered) -> torch.Tensor:
 
 
 def orientation(out: Rendered) -> torch.Tensor:
-    """Ref-NeRF's orientation penalty (``nerf.volrend.orientation_loss``), from the render."""
+    """Ref-NeRF's orientation penalty (``rendering.volrend.orientation_loss``), from the render."""
     if out.orientation is None:
         raise ValueError("the orientation term needs a render with normals")
     return out.orientation

@@ -1,27 +1,35 @@
 """What the trainer, the supervisor and the artifacts need from a scene representation.
 
-The NeRF (``build.NeRFScene``) is the one implementation today; a second one (3D Gaussians,
-issue 15) implements the same methods and nothing above this module changes. Shapes: ``B``
-cameras of ``H x W`` pixels; points are ``(N, 3)`` in world space.
+Two implement it: the NeRF (``build.Scene``) and the 3D Gaussians (``gaussian_scene.
+GaussianScene``); nothing above this module knows which it trains. Shapes: ``B`` cameras of
+``H x W`` pixels; points are ``(N, 3)`` in world space.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol
 
 import torch
+from torch import nn
 
-from ..nerf.cameras import Cameras
-from ..nerf.renderer import Rendered
+from ..rendering.cameras import Cameras
+from ..rendering.fields import Field
+from ..rendering.rendered import Rendered
 
 
 class Representation(Protocol):
+    field: Field
+    # the density D at which the exported surface lies when export.threshold is auto
+    surface_level: float
+
     def render(self, cameras: Cameras, height: int, width: int, mode: str = "albedo",
                light_dirs: torch.Tensor | None = None, with_normals: bool = False) -> Rendered:
         """``cameras`` in one shading mode (``albedo``, ``lambertian``, ``textureless``);
         ``light_dirs`` (B, 3) for the shaded ones. ``Rendered.rgb`` is (B, H, W, 3)."""
 
-    def param_groups(self, lr: float, lr_grid_scale: float) -> list[dict]:
-        """Adam's parameter groups, in a fixed order (checkpoints store the optimiser by it)."""
+    def param_groups(self) -> list[dict]:
+        """Adam's parameter groups with their learning rates, in a fixed order (checkpoints
+        store the optimiser by it)."""
 
     def named_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
         """Every trained parameter with a name, for fault reports; the first is the one a
@@ -30,11 +38,22 @@ class Representation(Protocol):
     def before_step(self, step: int) -> None:
         """Work due before training step ``step`` (the NeRF refreshes its occupancy grid)."""
 
+    def after_step(self, step: int, optimizer: torch.optim.Optimizer) -> None:
+        """Work due after an applied update, the scene now at ``step`` (Gaussians: adaptive
+        density control, which edits the parameters and ``optimizer``'s moments in place)."""
+
     def set_step(self, step: int) -> None:
         """Follow the training step (the NeRF's coarse-to-fine hash grid)."""
 
     def density(self, points: torch.Tensor) -> torch.Tensor:
         """(N,) densities at ``points``, for export and evaluation."""
 
-    def modules(self) -> dict[str, torch.nn.Module]:
+    def modules(self) -> dict[str, nn.Module]:
         """The modules whose state dicts make up the checkpoint's ``scene``."""
+
+    def write_native(self, out_dir: Path) -> list[Path]:
+        """The representation's own files besides the meshes (Gaussians: ``model.ply``)."""
+
+    def backend(self) -> tuple[str, str]:
+        """The name of the kernel that renders (for ``summary.json``) and one line saying
+        which it is and why (for the log)."""

@@ -20,13 +20,18 @@ from ..guidance.base import Prior
 from ..guidance.toy.prior import ToyWorldPrior
 from ..utils.atomic import remove_temp_files, write_png, write_text
 from .artifacts import validation_strip, write_json, write_turntable
-from .build import Scene, build_prior, build_scene
+from .build import build_prior, build_scene
 from .checkpoint import CheckpointStore, Loaded, check_compatible, open_run
 from .evaluate import silhouette_iou, toy_metrics
+from .representation import Representation
 from .inputs import check_output_root, new_run_dir, prepare, select_device
 from .runlog import EventLog, MetricsLog, ProgressStyle, progress_style, truncate_metrics
 from .supervisor import Supervisor
 from .train import StepStats, Trainer
+
+
+# the summary's name for the kernel each representation renders with
+BACKEND_KEYS = {"nerf": "hashgrid_backend", "gaussians": "rasteriser_backend"}
 
 
 @dataclass
@@ -43,7 +48,7 @@ class _Session:
     prompt: str
     cfg: DictConfig
     run_dir: Path
-    scene: Scene
+    scene: Representation
     prior: Prior
     trainer: Trainer
     supervisor: Supervisor
@@ -87,7 +92,7 @@ def _start(prompt: str, cfg: DictConfig, run_dir: Path | None, quiet: bool,
     torch.manual_seed(cfg.seed)
     device = select_device(cfg.device)
     scene = build_scene(cfg, device)
-    backend = f"hash grid: {scene.field.encoding.describe_backend()}"
+    backend = scene.backend()[1]
     if not quiet:
         print(backend, file=sys.stderr)
     # every model is loaded (and every prompt encoded) before the run folder exists: a model
@@ -108,7 +113,7 @@ def _start(prompt: str, cfg: DictConfig, run_dir: Path | None, quiet: bool,
         raise
 
 
-def _open_folder(prompt: str, cfg: DictConfig, run_dir: Path, scene: Scene, prior: Prior,
+def _open_folder(prompt: str, cfg: DictConfig, run_dir: Path, scene: Representation, prior: Prior,
                  trainer: Trainer, style: ProgressStyle, backend: str, started: float,
                  resume_from: Loaded | None) -> _Session:
     """Write ``config.yaml``, then save the first checkpoint or restore ``resume_from``."""
@@ -177,12 +182,14 @@ def _finish(s: _Session) -> RunResult:
     write_turntable(scene, run_dir / "turntable.gif", o.turntable_frames, o.turntable_size,
                     o.turntable_elevation, distance, fov)
     files = ["config.yaml", "run.log", "metrics.jsonl", "val/", "checkpoints/", "turntable.gif"]
-    settings = export_settings(cfg)
+    settings = export_settings(cfg, scene.surface_level)
     metrics: dict = {"train_seconds": round(train_seconds, 1), "steps": s.trainer.step,
-                     "hashgrid_backend": scene.field.encoding.active_backend,
+                     "representation": cfg.representation,
+                     BACKEND_KEYS[cfg.representation]: scene.backend()[0],
                      "rollbacks": s.supervisor.rollbacks}
     mesh = None
     if cfg.export.enabled:
+        files += [p.name for p in scene.write_native(run_dir)]
         try:
             mesh = field_mesh(scene.field, settings)
             files += [p.name for p in write_meshes(mesh, run_dir, list(settings.formats))]

@@ -11,9 +11,9 @@ from ..guidance.base import Prior
 from ..guidance.prompts import GuidanceTarget, PromptSettings, prompts_of, targets_for
 from ..guidance.schedules import TimestepSchedule
 from ..guidance.sds import Condition, sds_loss
-from ..nerf.cameras import Cameras, sample_cameras
-from ..nerf.renderer import Rendered
-from ..nerf.shading import SHADING_MODES, sample_light_directions
+from ..rendering.cameras import Cameras, sample_cameras
+from ..rendering.rendered import Rendered
+from ..rendering.shading import SHADING_MODES, sample_light_directions
 from .build import view_rules
 from .regularizers import TERMS, active_weights
 from .representation import Representation
@@ -44,8 +44,8 @@ class Trainer:
 
     def __post_init__(self) -> None:
         o = self.cfg.optim
-        self.optimizer = torch.optim.Adam(self.scene.param_groups(o.lr, o.lr_grid_scale),
-                                          betas=(o.beta1, o.beta2), eps=o.eps)
+        self.optimizer = torch.optim.Adam(self.scene.param_groups(), betas=(o.beta1, o.beta2),
+                                          eps=o.eps)
         self._base_lrs = [group["lr"] for group in self.optimizer.param_groups]
         self._named_params = self.scene.named_parameters()
         g = self.cfg.guidance
@@ -123,6 +123,8 @@ class Trainer:
         else:       # an update with NaN or Inf would poison the weights and Adam's moments
             self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
+        if fault is None:
+            self.scene.after_step(self.step, self.optimizer)
         self.scene.set_step(self.step)
         t_fraction = float(t.float().mean()) / self.prior.n_train_steps
         return StepStats(self.step, float(loss.detach()), t_fraction, mode, targets[0].view,

@@ -15,8 +15,8 @@ from typing import Any, Sequence
 
 import torch
 
-from ...nerf.cameras import Cameras
-from ...nerf.shading import sample_light_directions
+from ...rendering.cameras import Cameras
+from ...rendering.shading import sample_light_directions
 from ...utils.tensor_cache import cached_tensor, default_cache_dir
 from ..base import Prior, scaled_linear_alphas_cumprod
 from ..views import ViewRule

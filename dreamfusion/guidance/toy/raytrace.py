@@ -6,8 +6,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ...nerf.cameras import Cameras
-from ...nerf.shading import shade
+from ...rendering.cameras import Cameras
+from ...rendering.shading import shade
 from .world import SHAPES, Caption, part_colors
 
 

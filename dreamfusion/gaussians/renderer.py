@@ -1,0 +1,136 @@
+"""Render Gaussians for a batch of cameras in one shading mode, through the rasteriser that
+was decided once, when the renderer was built."""
+from __future__ import annotations
+
+import importlib
+import logging
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from ..choices import SplatBackend
+from ..errors import UserError
+from ..rendering.cameras import Cameras
+from ..rendering.rendered import Rendered
+from ..rendering.shading import Background, shade
+from .model import Gaussians
+from .rasterize import Camera, rasterize
+
+log = logging.getLogger(__name__)
+
+
+def gsplat_available() -> bool:
+    try:
+        importlib.import_module("gsplat")
+    except Exception:       # not installed, or its CUDA extension does not load
+        return False
+    return True
+
+
+def decide_backend(requested: SplatBackend, device: torch.device) -> tuple[str, str]:
+    """The rasteriser to use on ``device`` and why: gsplat on CUDA where it imports, else the
+    PyTorch reference. Asking for gsplat where it cannot run is bad input."""
+    if requested == "torch":
+        return "torch", "asked for"
+    cuda = device.type == "cuda"
+    if requested == "gsplat":
+        if not cuda:
+            raise UserError("gaussians.backend=gsplat needs a CUDA device (device=cuda); use "
+                            "auto or torch on the CPU")
+        if not gsplat_available():
+            raise UserError("gaussians.backend=gsplat: gsplat does not import; install it "
+                            "with pip install -e \".[cuda]\", or use backend=torch")
+        return "gsplat", "asked for"
+    if not cuda:
+        return "torch", "gsplat is CUDA-only"
+    if gsplat_available():
+        return "gsplat", "CUDA, and gsplat imports"
+    return "torch", "gsplat does not import"
+
+
+def camera_at(cameras: Cameras, i: int, height: int, width: int) -> Camera:
+    """Camera ``i`` of ``cameras`` as the rasteriser takes it (its rays are ``Cameras.rays``)."""
+    forward, right, up = (t[i] for t in cameras.basis())
+    half = math.tan(math.radians(float(cameras.fov[i])) / 2)
+    return Camera(cameras.positions[i], torch.stack([right, up, forward]),
+                  0.5 * width / half, 0.5 * height / half)
+
+
+@dataclass
+class SplatRender:
+    """A render and what adaptive density control reads from it after the backward pass."""
+    rendered: Rendered
+    # pixel positions (..., N, 2) and radii (..., N) of the Gaussians: one (N, 2) per camera
+    # from the PyTorch rasteriser, one (B, N, 2) from gsplat
+    means2d: list[torch.Tensor] = field(default_factory=list)
+    radii: list[torch.Tensor] = field(default_factory=list)
+    height: int = 0
+    width: int = 0
+
+
+class GaussianRenderer:
+    """Colours each Gaussian for the shading mode and rasterises it with the decided
+    backend. Normals are each Gaussian's shortest axis, turned towards the camera."""
+
+    def __init__(self, backend: SplatBackend, device: torch.device, ambient: float,
+                 diffuse: float) -> None:
+        self.active, self.reason = decide_backend(backend, device)
+        log.info("gaussian rasteriser: %s (%s)", self.active, self.reason)
+        self.ambient, self.diffuse = ambient, diffuse
+
+    def describe(self) -> str:
+        return f"{self.active} ({self.reason})"
+
+    def colours(self, gaussians: Gaussians, camera: Camera, mode: str,
+                light: torch.Tensor | None) -> torch.Tensor:
+        """(N, 4): the shaded colour of each Gaussian and its camera-space depth."""
+        albedo = gaussians.colours
+        depth = (gaussians.means - camera.position) @ camera.rotation[2]
+        if mode != "albedo":
+            normals = gaussians.normals()
+            towards = ((camera.position - gaussians.means) * normals).sum(-1, keepdim=True)
+            normals = torch.where(towards < 0, -normals, normals)
+            albedo = shade(albedo, normals, light.expand_as(normals), mode, self.ambient,
+                           self.diffuse)
+        return torch.cat([albedo, depth.unsqueeze(-1)], dim=-1)
+
+    def render(self, gaussians: Gaussians, background: Background, cameras: Cameras,
+               height: int, width: int, mode: str = "albedo",
+               light_dirs: torch.Tensor | None = None) -> SplatRender:
+        device = gaussians.means.device
+        cams = [camera_at(cameras, i, height, width) for i in range(len(cameras))]
+        cams = [Camera(c.position.to(device), c.rotation.to(device), c.fx, c.fy) for c in cams]
+        lights = None if light_dirs is None else light_dirs.to(device)
+        values = [self.colours(gaussians, c, mode, None if lights is None else lights[i])
+                  for i, c in enumerate(cams)]
+        if self.active == "gsplat":
+            from .gsplat_backend import rasterize_gsplat
+
+            images, alphas, means2d, radii, n = rasterize_gsplat(gaussians, cams, values,
+                                                                height, width)
+        else:
+            images, alphas, means2d, radii, n = self._rasterize_torch(gaussians, cams, values,
+                                                                      height, width)
+        for m in means2d:       # density control reads their gradient after backward
+            if m.requires_grad:
+                m.retain_grad()
+        _, dirs = cameras.rays(height, width)
+        rgb = images[..., :3] + (1.0 - alphas).unsqueeze(-1) * background(dirs.to(device))
+        out = Rendered(rgb, alphas, images[..., 3], n)
+        return SplatRender(out, means2d, radii, height, width)
+
+    @staticmethod
+    def _rasterize_torch(gaussians: Gaussians, cams: list[Camera], values: list[torch.Tensor],
+                         height: int, width: int):
+        covs, opac = gaussians.covariances(), gaussians.opacities
+        images, alphas, means2d, radii, n = [], [], [], [], 0
+        for cam, vals in zip(cams, values):
+            image, alpha, proj, pairs = rasterize(gaussians.means, covs, opac, vals, cam,
+                                                  height, width)
+            images.append(image)
+            alphas.append(alpha)
+            means2d.append(proj.means2d)
+            radii.append(proj.radii)
+            n += pairs
+        return torch.stack(images), torch.stack(alphas), means2d, radii, n

@@ -1,0 +1,115 @@
+"""3D Gaussians as a ``Representation``: the trainer renders, optimises, densifies and
+checkpoints them through the same methods as the NeRF."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from ..gaussians import density_control as dc
+from ..gaussians.model import SURFACE_LEVEL, Gaussians
+from ..gaussians.ply import write_ply
+from ..gaussians.renderer import GaussianRenderer, SplatRender
+from ..rendering.cameras import Cameras
+from ..rendering.rendered import Rendered
+from ..rendering.shading import Background
+
+
+@dataclass(frozen=True)
+class GaussianRates:
+    """Adam's learning rate for each parameter (DreamGaussian's text-to-3D values)."""
+    position: float = 0.001
+    scale: float = 0.005
+    rotation: float = 0.005
+    opacity: float = 0.05
+    colour: float = 0.01
+    background: float = 0.001
+
+
+@dataclass
+class GaussianScene:
+    field: Gaussians
+    background: Background
+    renderer: GaussianRenderer
+    control: dc.DensifySettings
+    rates: GaussianRates
+    image_size: int                     # the training renders' larger side, in pixels
+    surface_level: float = SURFACE_LEVEL
+    _last: SplatRender | None = field(default=None, repr=False)
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"gaussians": self.field, "background": self.background}
+
+    def backend(self) -> tuple[str, str]:
+        return self.renderer.active, f"gaussian rasteriser: {self.renderer.describe()}"
+
+    def render(self, cameras: Cameras, height: int, width: int, mode: str = "albedo",
+               light_dirs: torch.Tensor | None = None, with_normals: bool = False) -> Rendered:
+        """Normals are each Gaussian's, not a render's: ``with_normals`` changes nothing and
+        ``Rendered.orientation`` stays None (the orientation term is the NeRF's)."""
+        out = self.renderer.render(self.field, self.background, cameras, height, width, mode,
+                                   light_dirs)
+        # the training render's view-space gradients feed density control after the update
+        self._last = out if torch.is_grad_enabled() else self._last
+        return out.rendered
+
+    def param_groups(self) -> list[dict]:
+        r, g = self.rates, self.field
+        groups = [{"params": [g.means], "lr": r.position}, {"params": [g.log_scales], "lr": r.scale},
+                  {"params": [g.quats], "lr": r.rotation},
+                  {"params": [g.opacity_logits], "lr": r.opacity},
+                  {"params": [g.sh_dc], "lr": r.colour}]
+        background = list(self.background.parameters())
+        if background:
+            groups.append({"params": background, "lr": r.background})
+        return groups
+
+    def named_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
+        named = [(f"gaussians.{n}", p) for n, p in self.field.named_parameters()]
+        return named + [(f"background.{n}", p) for n, p in self.background.named_parameters()]
+
+    def before_step(self, step: int) -> None:
+        """Nothing: density control runs after the update."""
+
+    def set_step(self, step: int) -> None:
+        """Nothing follows the step but density control, which ``after_step`` runs."""
+
+    def after_step(self, step: int, optimizer: torch.optim.Optimizer) -> None:
+        """Gather the view-space gradients; at the due steps densify, prune, reset."""
+        c, last, self._last = self.control, self._last, None
+        if step > c.stop:
+            return
+        if last is not None:
+            with torch.no_grad():
+                dc.accumulate(self.field, last.means2d, last.radii, last.width, last.height)
+        if step >= c.start and dc.due(step, c.every) and step < c.stop:
+            dc.densify_and_prune(self.field, optimizer, c, self.image_size,
+                                 after_reset=step > c.opacity_reset_every > 0)
+        if dc.due(step, c.opacity_reset_every) and step < c.stop:
+            dc.reset_opacity(self.field, optimizer)
+
+    def density(self, points: torch.Tensor) -> torch.Tensor:
+        return self.field.density(points)
+
+    def write_native(self, out_dir: Path) -> list[Path]:
+        return [write_ply(self.field, out_dir / "model.ply")]
+
+
+def build_gaussian_scene(cfg: DictConfig, device: torch.device) -> GaussianScene:
+    g = cfg.gaussians
+    generator = torch.Generator().manual_seed(int(cfg.seed))
+    gaussians = Gaussians(g.count, cfg.nerf.bound, g.init_radius, g.init_opacity, generator,
+                          g.min_scale)
+    d = g.densify
+    control = dc.DensifySettings(d.start, d.stop, d.every, d.grad_threshold, d.percent_dense,
+                                 d.min_opacity, d.max_screen_fraction, d.max_world_fraction,
+                                 d.opacity_reset_every, g.max_count, cfg.nerf.bound)
+    lr = g.lr
+    rates = GaussianRates(lr.position, lr.scale, lr.rotation, lr.opacity, lr.colour,
+                          lr.background)
+    background = Background(cfg.background.kind, tuple(cfg.background.color)).to(device)
+    renderer = GaussianRenderer(g.backend, device, cfg.shading.ambient, cfg.shading.diffuse)
+    return GaussianScene(gaussians.to(device), background, renderer, control, rates,
+                         max(cfg.height, cfg.width))
