@@ -14,7 +14,7 @@ Schedule = Literal["uniform", "anneal_linear", "anneal_sqrt", "time_prioritized"
 Weighting = Literal["sds", "uniform", "snr_sqrt"]
 PriorName = Literal["toy", "stable_diffusion", "deepfloyd_if"]
 RepresentationName = Literal["nerf", "gaussians"]
-SplatBackend = Literal["auto", "torch", "gsplat"]
+SplatBackend = Literal["auto", "torch", "cpp", "gsplat"]
 
 BACKENDS: tuple[str, ...] = get_args(HashGridBackend)
 MARCHERS: tuple[str, ...] = get_args(Marcher)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from .bench import toy
 from .config import DEFAULT_CONFIG, load_config, to_yaml
 from .errors import Interrupted, TrainingFailed, UserError
 
@@ -41,13 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--decimate", type=int, help="at most this many faces; 0: all")
     bench = sub.add_parser("bench", help="benchmarks")
     bench_sub = bench.add_subparsers(dest="bench", required=True, parser_class=_Parser)
-    toy = bench_sub.add_parser("toy", help="toy-world runs scored against their ground truth")
-    toy.add_argument("overrides", nargs="*", metavar="key.sub=value")
-    toy.add_argument("--config", default=DEFAULT_CONFIG)
-    toy.add_argument("--prompts", nargs="+", default=None, help="toy captions to run")
-    toy.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    toy.add_argument("--results", default="results", help="where the table is written")
-    toy.add_argument("--runs", default="outputs/bench-toy", help="where run folders go")
+    toy.add_parser(bench_sub)
     rem = bench_sub.add_parser("remedies", help="the Janus and noise-schedule remedies on the toy duck")
     rem.add_argument("overrides", nargs="*", metavar="key.sub=value")
     rem.add_argument("--config", default=DEFAULT_CONFIG)
@@ -213,12 +208,7 @@ def _bench(args: argparse.Namespace) -> int:
         run_remedies_bench(args.config, args.overrides, args.prompt, args.seeds, args.variants,
                            args.results, args.runs)
         return 0
-    from .bench.toy import run_toy_bench
-
-    cfg = load_config(args.config, args.overrides)
-    run_toy_bench(cfg, args.prompts, args.seeds, args.results, args.runs,
-                  [args.config, *args.overrides])
-    return 0
+    return toy.main(args)
 
 
 def _one_line(text: str) -> str:

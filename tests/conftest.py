@@ -23,6 +23,15 @@ FAST = [  # a run small enough for the unit tests (seconds, not minutes)
     "output.turntable_frames=3", "output.turntable_size=16",
 ]
 
+# the same with 3D Gaussians, densifying and pruning within those steps
+FAST_GAUSSIANS = [
+    *FAST, "representation=gaussians", "gaussians.count=150", "gaussians.max_count=600",
+    "gaussians.min_scale=0.03", "gaussians.densify.start=2", "gaussians.densify.every=2",
+    "gaussians.densify.stop=5", "gaussians.densify.opacity_reset_every=0",
+    "gaussians.init_opacity=0.5",
+    "gaussians.densify.grad_threshold=0.001",
+]
+
 
 @pytest.fixture
 def fast_overrides(tmp_path: Path) -> list[str]:

@@ -5,34 +5,49 @@ import imageio.v3 as imageio
 from dreamfusion.cli import main
 
 
-def test_bench_toy_writes_tables_and_resumes(fast_overrides, tmp_path, capsys):
+def test_bench_toy_writes_tables_for_both_representations_and_resumes(fast_overrides, tmp_path,
+                                                                      capsys):
     args = ["bench", "toy", "--prompts", "a green cylinder", "a yellow duck", "--seeds", "0",
             "--results", str(tmp_path / "res"), "--runs", str(tmp_path / "runs"),
             *fast_overrides, "output.val_every=2"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "[2/2] 'a yellow duck' seed 0" in out and "ETA" in out
+    assert "[4/4] gaussians 'a yellow duck' seed 0" in out and "ETA" in out
     table = (tmp_path / "res" / "toy.md").read_text()
     data = json.loads((tmp_path / "res" / "toy.json").read_text())
-    assert "| a green cylinder | 0 |" in table and "bar" in table and "Chamfer" in table
-    row, duck = data["rows"]
+    assert "| nerf | a green cylinder | 0 |" in table and "| gaussians | a yellow duck | 0 |" in table
+    assert "bar" in table and "Chamfer" in table and "## Representations compared" in table
+    assert "| gaussians | a yellow duck |" in table.split("## Representations compared")[1]
+    assert data["config_names"] == ["toy", "toy-gaussians"]
+    row, duck, g_row, g_duck = data["rows"]
+    assert [r["representation"] for r in data["rows"]] == ["nerf"] * 2 + ["gaussians"] * 2
     assert 0.0 < row["chamfer"] < row["true_size"] and row["chamfer_best_yaw"] <= row["chamfer"]
-    assert 0.0 <= row["silhouette_iou"] <= 1.0 and data["config"]["steps"] == 6
+    assert 0.0 <= row["silhouette_iou"] <= 1.0 and data["configs"]["toy"]["steps"] == 6
     assert len(row["iou_per_view"]) == 16 and 0.0 <= row["colour_error"] <= 1.0
     assert 0.0 <= row["toy_r_precision"] <= 1.0 and "janus" in duck and "janus" not in row
-    summary = json.loads((tmp_path / "runs" / "a-yellow-duck-seed0" / "summary.json").read_text())
+    assert g_duck["rasteriser_backend"] in ("cpp", "torch") and "janus" in g_duck
+    summary = json.loads((tmp_path / "runs" / "nerf" / "a-yellow-duck-seed0" / "summary.json")
+                         .read_text())
     assert {k: duck[k] for k in summary if k in duck} == {k: summary[k] for k in summary if k in duck}
-    for name in ("images/toy/a-green-cylinder-seed0.png", "images/toy/a-yellow-duck-seed0.png",
-                 "plots/toy_iou_vs_step.png"):
+    for name in ("images/toy-nerf/a-green-cylinder-seed0.png",
+                 "images/toy-gaussians/a-yellow-duck-seed0.png",
+                 "plots/toy-nerf_iou_vs_step.png", "plots/toy-gaussians_iou_vs_step.png"):
         assert (tmp_path / "res" / name).stat().st_size > 500, name
         assert f"]({name})" in table
-    strip = imageio.imread(tmp_path / "res" / "images" / "toy" / "a-yellow-duck-seed0.png")
+    strip = imageio.imread(tmp_path / "res" / "images" / "toy-nerf" / "a-yellow-duck-seed0.png")
     assert strip.shape == (64, 8 * 64, 3)
-    ckpt = tmp_path / "runs" / "a-green-cylinder-seed0" / "checkpoints" / "step_000006.pt"
+    ckpt = tmp_path / "runs" / "gaussians" / "a-green-cylinder-seed0" / "checkpoints" / \
+        "step_000006.pt"
     stamp = ckpt.stat().st_mtime_ns
     assert main(args) == 0                     # a finished run is not trained again
     assert ckpt.stat().st_mtime_ns == stamp
     assert json.loads((tmp_path / "res" / "toy.json").read_text())["rows"] == data["rows"]
+
+
+def test_bench_toy_takes_one_config_per_representation(tmp_path, capsys):
+    code = main(["bench", "toy", "--config", "toy", "toy", "--runs", str(tmp_path / "runs")])
+    assert code == 2 and "one config per representation" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
 
 
 def test_bench_refuses_a_bad_prompt_before_any_run(tmp_path, capsys):
@@ -108,6 +123,12 @@ def test_bench_speed_measures_each_backend_against_the_reference(fast_overrides,
     assert data["sd_step"] is None and data["config"]["steps"] == 6
     table = (tmp_path / "res" / "speed_cpu.md").read_text()
     assert "| torch | finite_difference | " in table and "(1.0x)" in table
+    splats = data["gaussian_rows"]
+    assert [(r["backend"], r["gaussians"]) for r in splats] == [("torch", 10_000),
+                                                                ("torch", 50_000)]
+    assert all(r["images_per_second"] > r["train_images_per_second"] > 0 for r in splats)
+    assert splats[1]["pairs"] > splats[0]["pairs"] > 10_000
+    assert "| torch | 50,000 |" in table
 
 
 def test_bench_gpu_runs_every_part_with_tiny_models_on_a_cpu(tmp_path, monkeypatch, capsys):
@@ -120,8 +141,11 @@ def test_bench_gpu_runs_every_part_with_tiny_models_on_a_cpu(tmp_path, monkeypat
     assert report["tests"]["exit_code"] == 0 and "skipped" in report["tests"]["summary"]
     assert [r["backend"] for r in report["backends"]][:2] == ["torch", "torch, analytic normals"]
     assert report["sds_step"]["steps_per_second"] > 0
-    run = report["sd_run"]
-    assert run["steps"] == 3 and {"model.glb", "model.obj"} <= set(run["exported"])
+    nerf, gaussians = report["sd_runs"]
+    assert (nerf["config"], gaussians["config"]) == ("dreamfusion-sd", "dreamgaussian-sd")
+    assert nerf["steps"] == 3 and {"model.glb", "model.obj"} <= set(nerf["exported"])
+    assert {"model.glb", "model.ply"} <= set(gaussians["exported"])
+    assert gaussians["backend"] in ("cpp", "torch")
     text = (tmp_path / "speed_cpu_tiny.md").read_text()
     for heading in ("## CUDA-only tests", "## Backends", "## SD-sized SDS step", "## `dreamfusion run`"):
         assert heading in text

@@ -126,13 +126,16 @@ SHORT = [*FAST, "steps=3", "guidance.render_size=16", "device=cpu", "export.reso
          "shading.albedo_only_steps=0", "nerf.blob_density=10", "marcher.warmup_steps=2"]
 
 
-@pytest.mark.parametrize("kind", ["sd", "if"])
-def test_a_short_run_with_a_tiny_pipeline_exports_a_mesh(kind, tiny_sd, tiny_if, tmp_path, capsys):
-    folder = tiny_sd if kind == "sd" else tiny_if
-    config = {"sd": "dreamfusion-sd", "if": "dreamfusion-if"}[kind]
+@pytest.mark.parametrize("config", ["dreamfusion-sd", "dreamfusion-if", "dreamgaussian-sd",
+                                    "dreamgaussian-if"])
+def test_a_short_run_with_a_tiny_pipeline_exports_a_mesh(config, tiny_sd, tiny_if, tmp_path,
+                                                         capsys):
+    folder = tiny_sd if config.endswith("-sd") else tiny_if
+    # three steps cannot make the Gaussians opaque: start them so, for a surface to export
+    gaussians = ["gaussians.init_opacity=0.5"] if "gaussian" in config else []
     code = main(["run", "a red cube", "--config", config, "--quiet", f"guidance.model={folder}",
                  f"output.root={tmp_path / 'out'}", f"guidance.cache_dir={tmp_path / 'cache'}",
-                 "prompt.interpolate=true", "prompt.perp_neg=true", *SHORT])
+                 "prompt.interpolate=true", "prompt.perp_neg=true", *SHORT, *gaussians])
     assert code == 0, capsys.readouterr().err
     run_dir, = (tmp_path / "out").iterdir()
     for name in ("model.glb", "model.obj"):
@@ -141,6 +144,7 @@ def test_a_short_run_with_a_tiny_pipeline_exports_a_mesh(kind, tiny_sd, tiny_if,
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["steps"] == 3
     assert f"model: {folder}" in (run_dir / "config.yaml").read_text()
+    assert (run_dir / "model.ply").is_file() == ("gaussian" in config)
 
 
 def test_the_text_encoder_is_freed_once_every_prompt_is_encoded(tiny_sd, tmp_path):

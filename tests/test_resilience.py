@@ -20,10 +20,17 @@ LONG = [*FAST, "steps=120", f"checkpoint.every={INTERVAL}", "output.log_every=1"
         "output.val_every=1000", "export.enabled=false"]
 
 
-def _start(root: Path, *args: str) -> subprocess.Popen:
+# Gaussians that densify, prune and reset their opacity between the checkpoints
+GAUSSIANS = ["representation=gaussians", "gaussians.count=150", "gaussians.max_count=1200",
+             "gaussians.init_opacity=0.3", "gaussians.densify.start=10",
+             "gaussians.densify.every=15", "gaussians.densify.stop=100",
+             "gaussians.densify.opacity_reset_every=60", "gaussians.densify.grad_threshold=0.01"]
+
+
+def _start(root: Path, *args: str, extra: tuple[str, ...] = ()) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "dreamfusion", "run", *args, "--quiet"]
     if not any(a == "--resume" for a in args):
-        cmd += [*LONG, f"output.root={root}"]
+        cmd += [*LONG, *extra, f"output.root={root}"]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -106,6 +113,23 @@ def test_sigkill_then_resume_is_bit_identical(reference, tmp_path):
     assert steps == list(range(1, 121))             # the lost steps are logged once, not twice
     evals = [r["step"] for r in records if "eval_silhouette_iou" in r]
     assert evals == [50, 100, 120]                  # the IoU curve, once per point too
+
+
+def test_gaussians_resume_after_sigkill_bit_identically(tmp_path):
+    """A variable number of Gaussians, densified and pruned between checkpoints: the resumed
+    run ends where an uninterrupted one does, count, parameters and Adam's moments."""
+    reference_root = tmp_path / "reference"
+    proc = _start(reference_root, "a yellow duck", extra=tuple(GAUSSIANS))
+    assert proc.wait(timeout=600) == 0, proc.communicate()
+    reference = _final_state(_run_dir(reference_root))
+    assert reference["scene"]["gaussians"]["means"].shape[0] != 150   # it densified
+    root = tmp_path / "killed"
+    reached, saved = _kill_at(root, _start(root, "a yellow duck", extra=tuple(GAUSSIANS)), 55)
+    assert 55 <= reached < 120 and reached - saved <= INTERVAL
+    proc = _start(root, "--resume", str(_run_dir(root)))
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    _assert_bit_identical(reference, _final_state(_run_dir(root)))
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])

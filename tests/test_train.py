@@ -59,6 +59,7 @@ class FlatColour:
     def __init__(self) -> None:
         self.colour = torch.nn.Parameter(torch.zeros(3))
         self.steps_seen: list[int] = []
+        self.updates_seen: list[int] = []
 
     def render(self, cameras, height, width, mode="albedo", light_dirs=None, with_normals=False):
         from dreamfusion.rendering.rendered import Rendered
@@ -68,14 +69,17 @@ class FlatColour:
         ones = torch.ones(b, height, width)
         return Rendered(rgb, ones, ones, b * height * width)
 
-    def param_groups(self, lr, lr_grid_scale):
-        return [{"params": [self.colour], "lr": lr}]
+    def param_groups(self):
+        return [{"params": [self.colour], "lr": 0.05}]
 
     def named_parameters(self):
         return [("colour", self.colour)]
 
     def before_step(self, step):
         self.steps_seen.append(step)
+
+    def after_step(self, step, optimizer):
+        self.updates_seen.append(step)
 
     def set_step(self, step):
         pass
@@ -88,11 +92,12 @@ class FlatColour:
 
 
 def test_the_trainer_needs_only_the_representation_interface():
-    cfg = load_config("toy", [*FAST, "optim.lr=0.05", "faults.inject_nan_at=[3]"])
+    cfg = load_config("toy", [*FAST, "faults.inject_nan_at=[3]"])
     flat = FlatColour()
     trainer = Trainer(cfg, flat, build_prior(cfg), "a red cube")
     stats = [trainer.train_step() for _ in range(4)]
     assert flat.steps_seen == [0, 1, 2, 3]
+    assert flat.updates_seen == [1, 2, 4]           # after each update applied, not the fault
     assert stats[2].fault == "non-finite gradients in colour"      # injected into the first
     assert not torch.equal(flat.colour.detach(), torch.zeros(3))     # the SDS gradient moved it
     assert trainer.state_dict()["step"] == 4

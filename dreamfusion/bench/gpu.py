@@ -1,13 +1,15 @@
 """``dreamfusion bench gpu``: one command that proves the CUDA path on a machine with one GPU
 and no internet, and writes ``results/speed_cuda.md``.
 
-In order: the CUDA-only tests (``tests/test_cuda_backends.py``, where the checkout has them);
-each backend against the PyTorch reference (``bench speed``: nerfacc and our marcher, the
-PyTorch hash grid, tiny-cuda-nn where it imports); one SDS step through an SD 2.1-base-sized
-UNet and VAE with random weights in fp16 at DreamFusion's setting (64x64 render -> 512 ->
-64x64 latent, batch 1, guidance 100); and ``dreamfusion run`` with ``dreamfusion-sd.yaml`` for
-``--run-steps`` steps on a random SD 2.1-base written to disk in the published layout (so
-loading is on the path too), exporting its mesh. ``--tiny`` swaps in tiny models and sizes,
+In order: the CUDA-only tests (``CUDA_TESTS``, where the checkout has them: the hash grid and
+marcher backends, gsplat against the PyTorch rasteriser); each backend against the PyTorch
+reference (``bench speed``: nerfacc and our marcher, the PyTorch hash grid, tiny-cuda-nn
+where it imports, gsplat for 10k and 50k Gaussians); one SDS step through an SD
+2.1-base-sized UNet and VAE with random weights in fp16 at DreamFusion's setting (64x64 render
+-> 512 -> 64x64 latent, batch 1, guidance 100); and ``dreamfusion run`` with
+``dreamfusion-sd.yaml`` (a NeRF) and ``dreamgaussian-sd.yaml`` (3D Gaussians) for
+``--run-steps`` steps each on a random SD 2.1-base written to disk in the published layout
+(so loading is on the path too), exporting their meshes. ``--tiny`` swaps in tiny models and sizes,
 which is how the tests run it on a CPU.
 """
 from __future__ import annotations
@@ -21,8 +23,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-# the CUDA-only tests, relative to a checkout; a pip-installed package has no tests/
-CUDA_TESTS = "tests/test_cuda_backends.py"
+# the tests with CUDA-only parts, relative to a checkout; a pip-installed package has no tests/
+CUDA_TESTS = ("tests/test_cuda_backends.py", "tests/test_gaussians.py")
+RUN_CONFIGS = ("dreamfusion-sd", "dreamgaussian-sd")     # a NeRF run and a Gaussian run
 
 
 def add_parser(subparsers: Any) -> None:
@@ -63,10 +66,11 @@ def _command(args: argparse.Namespace) -> str:
 
 def cuda_tests() -> dict:
     """Run the CUDA-only tests in a child pytest; their summary line and exit code."""
-    if not Path(CUDA_TESTS).is_file():
-        return {"summary": f"not run: no {CUDA_TESTS} here (run from a checkout)", "exit_code": None}
+    if not all(Path(t).is_file() for t in CUDA_TESTS):
+        return {"summary": f"not run: no {', '.join(CUDA_TESTS)} here (run from a checkout)",
+                "exit_code": None}
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", CUDA_TESTS],
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", *CUDA_TESTS],
                           capture_output=True, text=True)
     lines = done.stdout.strip().splitlines()
     summary = next((ln.strip("= ") for ln in reversed(lines)
@@ -76,9 +80,10 @@ def cuda_tests() -> dict:
             "seconds": round(time.perf_counter() - start, 1)}
 
 
-def sd_run(device: str, steps: int, tiny: bool, folder: Path) -> dict:
-    """``dreamfusion run`` with ``dreamfusion-sd.yaml`` for ``steps`` steps on a random SD
-    written to ``folder``: steps/s, peak memory, and whether it exported a mesh."""
+def sd_run(device: str, steps: int, tiny: bool, folder: Path,
+           config: str = "dreamfusion-sd") -> dict:
+    """``dreamfusion run`` with ``config`` for ``steps`` steps on a random SD written to
+    ``folder``: steps/s, peak memory, and whether it exported a mesh."""
     import torch
 
     from ..config import load_config
@@ -90,7 +95,9 @@ def sd_run(device: str, steps: int, tiny: bool, folder: Path) -> dict:
     written = time.perf_counter()
     configs = TINY if tiny else sd21_base_configs()
     half = torch.float16 if device == "cuda" else torch.float32
-    model = save_random_stable_diffusion(folder / "random-sd", configs, dtype=half)
+    model = folder / "random-sd"
+    if not model.is_dir():          # one random SD for every run of the check
+        save_random_stable_diffusion(model, configs, dtype=half)
     write_s = time.perf_counter() - written
     overrides = [f"guidance.model={model}", f"steps={steps}", f"device={device}",
                  f"output.val_every={steps}", f"checkpoint.every={steps}",
@@ -102,18 +109,20 @@ def sd_run(device: str, steps: int, tiny: bool, folder: Path) -> dict:
                       "marcher.grid_resolution=16", "marcher.warmup_steps=2",
                       "shading.albedo_only_steps=1", "export.resolution=32",
                       "output.val_size=16", "output.turntable_frames=3",
-                      "output.turntable_size=16", "nerf.blob_density=10"]
-    cfg = load_config("dreamfusion-sd", overrides)
+                      "output.turntable_size=16", "nerf.blob_density=10",
+                      "gaussians.count=300", "gaussians.init_opacity=0.5"]
+    cfg = load_config(config, overrides)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    result = run("a hamburger", cfg, run_dir=folder / "run", quiet=True)
+    result = run("a hamburger", cfg, run_dir=folder / config, quiet=True)
     memory, kind = peak_memory_gb(torch.device(device))
     m = result.metrics
-    return {"steps": steps, "train_seconds": m["train_seconds"],
+    return {"config": config, "steps": steps, "train_seconds": m["train_seconds"],
             "steps_per_second": round(steps / max(m["train_seconds"], 1e-9), 2),
             "peak_memory_gb": round(memory, 2), "memory_kind": kind,
             "exported": sorted(f for f in result.files if f.startswith("model.")),
-            "hashgrid_backend": m.get("hashgrid_backend"), "write_model_seconds": round(write_s, 1),
+            "backend": m.get("hashgrid_backend") or m.get("rasteriser_backend"),
+            "write_model_seconds": round(write_s, 1),
             "total_seconds": round(result.seconds, 1)}
 
 
@@ -145,9 +154,12 @@ def run_gpu_bench(device: str, run_steps: int, sd_steps: int, tiny: bool, tests:
 
     report["sds_step"] = time_sds_step(torch.device(device), sd_steps, 64 if not tiny else 16,
                                        512 if not tiny else 32, 100.0, tiny=tiny)
-    print(f"dreamfusion run, {run_steps} steps on a random SD ...", flush=True)
+    report["sd_runs"] = []
     with tempfile.TemporaryDirectory() as tmp:
-        report["sd_run"] = sd_run(device, run_steps, tiny, Path(tmp))
+        for config in RUN_CONFIGS:
+            print(f"dreamfusion run --config {config}, {run_steps} steps on a random SD ...",
+                  flush=True)
+            report["sd_runs"].append(sd_run(device, run_steps, tiny, Path(tmp), config))
     report["seconds"] = round(time.perf_counter() - started, 1)
     name = f"speed_{device}" if not tiny else f"speed_{device}_tiny"
     write_text(results / f"{name}.md", _markdown(report, speed_table))
@@ -161,9 +173,9 @@ def _markdown(r: dict, speed_table: str) -> str:
 
     tests = r.get("tests")
     tests_text = ("not run (--skip-tests)" if tests is None else
-                  f"`{CUDA_TESTS}`: {tests['summary']}" +
+                  f"`{' '.join(CUDA_TESTS)}`: {tests['summary']}" +
                   "".join(f"\n- {s}" for s in tests.get("skipped", [])))
-    s, run = r["sds_step"], r["sd_run"]
+    s = r["sds_step"]
     step = markdown_table(
         ["device", "dtype", "render -> VAE input -> latent", "guidance", "SDS steps/s",
          "peak memory GB"],
@@ -171,13 +183,13 @@ def _markdown(r: dict, speed_table: str) -> str:
           f"{s['latent']}", f"{s['guidance_scale']:g}", f"{s['steps_per_second']:.2f}",
           f"{s['peak_memory_gb']:.2f} ({s['memory_kind']})"]])
     runs = markdown_table(
-        ["steps", "steps/s", "train s", "peak memory GB", "hash grid", "exported"],
-        [[run["steps"], f"{run['steps_per_second']:.2f}", f"{run['train_seconds']:.1f}",
-          f"{run['peak_memory_gb']:.2f}", run["hashgrid_backend"], ", ".join(run["exported"])
-          or "nothing"]])
+        ["config", "steps", "steps/s", "train s", "peak memory GB", "backend", "exported"],
+        [[run["config"], run["steps"], f"{run['steps_per_second']:.2f}",
+          f"{run['train_seconds']:.1f}", f"{run['peak_memory_gb']:.2f}", run["backend"],
+          ", ".join(run["exported"]) or "nothing"] for run in r["sd_runs"]])
     body = speed_table.split("\n", 2)[2] if speed_table.startswith("# ") else speed_table
     return (f"# GPU check\n\nCommand: `{r['command']}` ({r['seconds']:.0f} s)\n\n"
             f"Machine: {r['machine']}\n\n## CUDA-only tests\n\n{tests_text}\n\n"
             f"## Backends\n{body}\n## SD-sized SDS step (random SD 2.1-base weights)\n\n"
-            f"{step}\n\n## `dreamfusion run` with dreamfusion-sd.yaml on random SD 2.1-base "
-            f"weights (written and loaded from disk)\n\n{runs}\n")
+            f"{step}\n\n## `dreamfusion run` on random SD 2.1-base weights (written and loaded "
+            f"from disk)\n\n{runs}\n")

@@ -1,4 +1,7 @@
-"""``dreamfusion bench toy``: toy-world runs scored against their exact ground truth."""
+"""``dreamfusion bench toy``: toy-world runs scored against their exact ground truth.
+
+Its parser is built with the CLI's, so torch and the pipeline are imported where they are
+used: bad input is refused without them."""
 from __future__ import annotations
 
 import json
@@ -7,13 +10,11 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ..pipeline.artifacts import write_json
+from ..config import load_config
+from ..errors import UserError
 from ..pipeline.inputs import prepare, slugify
-from ..pipeline.checkpoint import CheckpointStore
-from ..pipeline.run import RunResult, run
 from ..utils.atomic import write_text
 from .tables import markdown_table
 
@@ -42,10 +43,13 @@ METRICS = (
     'are wall-clock seconds of each `dreamfusion run`, including export, turntable and this '
     'evaluation, and the rendering of the toy references when their cache is cold. Every '
     "figure is the one `dreamfusion run` printed and wrote to the run's `summary.json`.")
+DEFAULT_CONFIGS = ("toy", "toy-gaussians")
 BARS = {"a red cube": 0.85, "a blue torus": 0.85, "a green cylinder": 0.85, "a yellow duck": 0.75}
 
 
 def machine() -> str:
+    import torch
+
     return (f"{platform.machine()} {platform.processor() or platform.system()}, "
             f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, "
             f"python {platform.python_version()}")
@@ -79,6 +83,9 @@ def run_once(cfg: DictConfig, prompt: str, seed: int, run_dir: Path) -> dict:
     if finished(run_dir):           # finished earlier: re-running the bench resumes
         return json.loads(summary.read_text())
     seeded = OmegaConf.merge(cfg, {"seed": seed})
+    from ..pipeline.checkpoint import CheckpointStore
+    from ..pipeline.run import RunResult, run
+
     loaded = CheckpointStore(run_dir).latest()     # stopped earlier: continue where it stopped
     result: RunResult = run(prompt, seeded, run_dir=run_dir, quiet=True, resume_from=loaded)
     return {"prompt": prompt, "seed": seed, **result.metrics}
@@ -96,14 +103,14 @@ def _opt(r: dict, key: str, fmt: str) -> str:
 
 def _table(rows: list[dict]) -> str:
     return markdown_table(
-        ["prompt", "seed", "silhouette IoU", "side-view IoU", "best-yaw IoU (yaw)",
-         "colour error", "toy R@1", "Janus", "Chamfer (% of size)", "best-yaw Chamfer",
-         "train s", "total s"],
-        [[r["prompt"], r["seed"], f"{r['silhouette_iou']:.3f}", f"{r['side_iou']:.3f}",
-          f"{r['best_yaw_iou']:.3f} ({r['best_yaw']:+.0f})", _opt(r, "colour_error", ".3f"),
-          _opt(r, "toy_r_precision", ".2f"), _opt(r, "janus", ".3f"), _chamfer(r, "chamfer"),
-          _chamfer(r, "chamfer_best_yaw"), f"{r['train_seconds']:.0f}",
-          f"{r['total_seconds']:.0f}"] for r in rows])
+        ["representation", "prompt", "seed", "silhouette IoU", "side-view IoU",
+         "best-yaw IoU (yaw)", "colour error", "toy R@1", "Janus", "Chamfer (% of size)",
+         "best-yaw Chamfer", "train s", "total s"],
+        [[r["representation"], r["prompt"], r["seed"], f"{r['silhouette_iou']:.3f}",
+          f"{r['side_iou']:.3f}", f"{r['best_yaw_iou']:.3f} ({r['best_yaw']:+.0f})",
+          _opt(r, "colour_error", ".3f"), _opt(r, "toy_r_precision", ".2f"),
+          _opt(r, "janus", ".3f"), _chamfer(r, "chamfer"), _chamfer(r, "chamfer_best_yaw"),
+          f"{r['train_seconds']:.0f}", f"{r['total_seconds']:.0f}"] for r in rows])
 
 
 def _mean(rows: list[dict], key: str) -> float | None:
@@ -111,25 +118,67 @@ def _mean(rows: list[dict], key: str) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def _chamfer_share(rows: list[dict]) -> float | None:
+    shares = [100 * r["chamfer"] / r["true_size"] for r in rows if "chamfer" in r]
+    return sum(shares) / len(shares) if shares else None
+
+
+def _groups(rows: list[dict]) -> list[tuple[str, str, list[dict]]]:
+    """(representation, prompt, rows) in the order they ran."""
+    keys = dict.fromkeys((r["representation"], r["prompt"]) for r in rows)
+    return [(rep, prompt, [r for r in rows if (r["representation"], r["prompt"]) == (rep, prompt)])
+            for rep, prompt in keys]
+
+
 def _summary(rows: list[dict]) -> str:
     out = []
-    for prompt in dict.fromkeys(r["prompt"] for r in rows):
-        mine = [r for r in rows if r["prompt"] == prompt]
+    for rep, prompt, mine in _groups(rows):
         ious = [r["silhouette_iou"] for r in mine]
         low = [iou_at_15(r) for r in mine]
         bar = BARS.get(prompt)
         met = "" if bar is None else f"{sum(i >= bar for i in low)} of {len(low)}"
         cells = [_mean(mine, k) for k in ("side_iou", "colour_error", "toy_r_precision", "janus")]
-        chamfer = [100 * r["chamfer"] / r["true_size"] for r in mine if "chamfer" in r]
-        out.append([prompt, len(ious), f"{sum(ious) / len(ious):.3f}", f"{min(ious):.3f}",
+        chamfer = _chamfer_share(mine)
+        out.append([rep, prompt, len(ious), f"{sum(ious) / len(ious):.3f}", f"{min(ious):.3f}",
                     f"{sum(low) / len(low):.3f} ({min(low):.3f})",
                     *("-" if c is None else f"{c:.3f}" for c in cells),
-                    f"{sum(chamfer) / len(chamfer):.1f}%" if chamfer else "-",
+                    "-" if chamfer is None else f"{chamfer:.1f}%",
+                    f"{_mean(mine, 'train_seconds'):.0f}",
                     "" if bar is None else f"{bar:.2f}", met])
-    return markdown_table(["prompt", "seeds", "IoU mean", "IoU min",
+    return markdown_table(["representation", "prompt", "seeds", "IoU mean", "IoU min",
                            "IoU at 15 deg: mean (min)", "side IoU mean", "colour error mean",
                            "toy R@1 mean", "Janus mean", "Chamfer mean (% of size)",
-                           "bar (IoU at 15 deg)", "seeds at or above the bar"], out)
+                           "train s mean", "bar (IoU at 15 deg)", "seeds at or above the bar"],
+                          out)
+
+
+def _comparison(rows: list[dict], base: str = "nerf") -> str:
+    """Each other representation against ``base``, prompt by prompt, from the same bench:
+    IoU, colour error and Chamfer side by side and the ratio of training times."""
+    reps = list(dict.fromkeys(r["representation"] for r in rows))
+    if base not in reps or len(reps) < 2:
+        return ""
+    table = []
+    for rep in (r for r in reps if r != base):
+        for prompt in dict.fromkeys(r["prompt"] for r in rows):
+            a = [r for r in rows if r["representation"] == base and r["prompt"] == prompt]
+            b = [r for r in rows if r["representation"] == rep and r["prompt"] == prompt]
+            if not a or not b:
+                continue
+            fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+            table.append([
+                rep, prompt, f"{min(r['silhouette_iou'] for r in b):.3f}",
+                f"{_mean(b, 'silhouette_iou'):.3f} / {_mean(a, 'silhouette_iou'):.3f}",
+                f"{fmt(_mean(b, 'colour_error'), '.3f')} / {fmt(_mean(a, 'colour_error'), '.3f')}",
+                f"{fmt(_chamfer_share(b), '.1f')}% / {fmt(_chamfer_share(a), '.1f')}%",
+                fmt(None if 'janus' not in b[0] else max(r["janus"] for r in b), ".3f"),
+                f"{_mean(b, 'train_seconds') / _mean(a, 'train_seconds'):.2f}"])
+    return ("## Representations compared\n\nEach representation against the NeRF of this "
+            "same bench (same machine, seeds and prompts): means over the seeds, the other "
+            "one first; the time ratio is the mean training time over the NeRF's.\n\n"
+            + markdown_table(["representation", "prompt", "IoU min", "IoU mean (vs NeRF)",
+                              "colour error (vs NeRF)", "Chamfer (vs NeRF)", "Janus max",
+                              "train time / NeRF's"], table) + "\n\n")
 
 
 def iou_at_15(row: dict) -> float:
@@ -167,35 +216,74 @@ def write_figures(rows: list[dict], run_dirs: list[Path], results_dir: Path, nam
     return lines
 
 
-def run_toy_bench(cfg: DictConfig, prompts: list[str] | None, seeds: list[int],
-                  results: str, runs: str, command_args: list[str]) -> list[dict]:
+def run_toy_bench(configs: dict[str, DictConfig], prompts: list[str] | None, seeds: list[int],
+                  results: str, runs: str, command: str) -> list[dict]:
+    """Every prompt and seed with each config (one per representation, keyed by its name);
+    the runs go to ``runs/<representation>/``, the tables to ``results/toy.md``."""
     prompts = list(prompts or DEFAULT_PROMPTS)
-    for prompt in prompts:          # every bad prompt is refused before the first run starts
-        prepare(prompt, cfg, root_check=False)
+    for cfg in configs.values():    # every bad prompt is refused before the first run starts
+        for prompt in prompts:
+            prepare(prompt, cfg, root_check=False)
     runs_dir, results_dir = Path(runs), Path(results)
-    rows, run_dirs, progress = [], [], Progress(len(prompts) * len(seeds))
-    for prompt in prompts:
-        for seed in seeds:
-            run_dirs.append(runs_dir / f"{slugify(prompt)}-seed{seed}")
-            trained = not finished(run_dirs[-1])
-            rows.append(run_once(cfg, prompt, seed, run_dirs[-1]))
-            r = rows[-1]
-            print(progress.line(f"{prompt!r} seed {seed}: IoU {r['silhouette_iou']:.3f} (side "
-                                f"{r['side_iou']:.3f}), {r['total_seconds']:.0f} s", trained),
-                  flush=True)
-    gallery = write_figures(rows, run_dirs, results_dir, "toy")
-    given = ""
-    if prompts != list(DEFAULT_PROMPTS):
-        given = " --prompts " + " ".join(repr(p) for p in prompts)
-    command = (f"dreamfusion bench toy --config {command_args[0]}{given} --seeds "
-               f"{' '.join(map(str, seeds))} --runs {runs} " + " ".join(command_args[1:]))
-    header = (f"# Toy-world benchmark\n\nCommand: `{command.strip()}`"
+    rows, run_dirs = [], []
+    progress = Progress(len(configs) * len(prompts) * len(seeds))
+    for cfg in configs.values():
+        rep = cfg.representation
+        for prompt in prompts:
+            for seed in seeds:
+                run_dirs.append(runs_dir / rep / f"{slugify(prompt)}-seed{seed}")
+                trained = not finished(run_dirs[-1])
+                rows.append({"representation": rep, **run_once(cfg, prompt, seed, run_dirs[-1])})
+                r = rows[-1]
+                print(progress.line(f"{rep} {prompt!r} seed {seed}: IoU {r['silhouette_iou']:.3f}"
+                                    f" (side {r['side_iou']:.3f}), {r['total_seconds']:.0f} s",
+                                    trained), flush=True)
+    gallery = []
+    for rep in dict.fromkeys(r["representation"] for r in rows):
+        mine = [(r, d) for r, d in zip(rows, run_dirs) if r["representation"] == rep]
+        gallery.append(f"### {rep}")
+        gallery += write_figures([r for r, _ in mine], [d for _, d in mine], results_dir,
+                                 f"toy-{rep}")
+    header = (f"# Toy-world benchmark\n\nCommand: `{command}`"
               f"\n\nMachine: {machine()}\n\n{METRICS}\n\n")
     write_text(results_dir / "toy.md",
-               header + _summary(rows) + "\n\n## Runs\n\n" + _table(rows) + "\n\n## Gallery\n\n"
-               + "\n\n".join(gallery) + "\n")
+               header + _summary(rows) + "\n\n" + _comparison(rows) + "## Runs\n\n"
+               + _table(rows) + "\n\n## Gallery\n\n" + "\n\n".join(gallery) + "\n")
+    from ..pipeline.artifacts import write_json
+
     write_json(results_dir / "toy.json", {
-        "command": command.strip(), "config_name": command_args[0], "machine": machine(),
-        "argv": sys.argv, "config": OmegaConf.to_container(cfg), "rows": rows})
+        "command": command, "config_names": list(configs), "machine": machine(),
+        "argv": sys.argv, "configs": {name: OmegaConf.to_container(cfg)
+                                      for name, cfg in configs.items()}, "rows": rows})
     print(_summary(rows))
     return rows
+
+
+def add_parser(bench_sub) -> None:
+    toy = bench_sub.add_parser("toy", help="toy-world runs scored against their ground truth, "
+                                           "for each representation")
+    toy.add_argument("overrides", nargs="*", metavar="key.sub=value",
+                     help="applied to every config")
+    toy.add_argument("--config", nargs="+", default=list(DEFAULT_CONFIGS),
+                     help="one config per representation (default: toy toy-gaussians)")
+    toy.add_argument("--prompts", nargs="+", default=None, help="toy captions to run")
+    toy.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    toy.add_argument("--results", default="results", help="where the table is written")
+    toy.add_argument("--runs", default="outputs/bench-toy", help="where run folders go")
+
+
+def main(args) -> int:
+    configs = {name: load_config(name, args.overrides) for name in args.config}
+    reps = [configs[name].representation for name in args.config]
+    if len(set(reps)) != len(reps):
+        raise UserError(f"bench toy takes one config per representation; --config "
+                        f"{' '.join(args.config)} has {', '.join(reps)}")
+    if any(cfg.guidance.prior != "toy" for cfg in configs.values()):
+        raise UserError("bench toy scores against the toy world: give configs with "
+                        "guidance.prior=toy")
+    given = "" if args.prompts is None else " --prompts " + " ".join(repr(p) for p in args.prompts)
+    command = (f"dreamfusion bench toy --config {' '.join(args.config)}{given} --seeds "
+               f"{' '.join(map(str, args.seeds))} --runs {args.runs} "
+               + " ".join(args.overrides)).strip()
+    run_toy_bench(configs, args.prompts, args.seeds, args.results, args.runs, command)
+    return 0

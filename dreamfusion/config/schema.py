@@ -68,7 +68,9 @@ class GaussianConfig:
     # it keeps renders at higher ones from breaking up into dots (Mip-Splatting's 3D filter)
     min_scale: float = 0.0
     max_count: int = 200000               # densification stops growing the set here
-    backend: str = "auto"                 # auto (gsplat on CUDA where it imports) | gsplat | torch
+    # auto: gsplat on CUDA where it imports, the compiled compositor (extensions/splat) on the
+    # CPU where it builds, else the PyTorch reference | gsplat | cpp | torch
+    backend: str = "auto"
     densify: DensifyConfig = field(default_factory=DensifyConfig)
     lr: GaussianLRConfig = field(default_factory=GaussianLRConfig)
 

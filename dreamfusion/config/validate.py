@@ -106,6 +106,8 @@ def _validate_gaussians(cfg: DictConfig) -> None:
     _check(g.init_radius <= cfg.nerf.bound, "gaussians.init_radius",
            f"must be <= nerf.bound ({cfg.nerf.bound}): the Gaussians start inside the box, "
            f"got {g.init_radius}")
+    _check(g.backend != "gsplat" or cfg.device != "cpu", "gaussians.backend",
+           "gsplat needs a CUDA device (device=cuda or auto); use auto or torch on the CPU")
     if cfg.representation == "gaussians":
         orientation = cfg.regularizers.orientation
         _check(isinstance(orientation, (int, float)) and float(orientation) == 0.0,

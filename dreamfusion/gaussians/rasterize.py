@@ -82,18 +82,36 @@ class Pairs:
     alphas: torch.Tensor       # (M,)
 
 
+def boxes(proj: Projected, opacities: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(N, 4) int32 ``x0, x1, y0, y1``: the pixels each Gaussian may cover (empty: x0 > x1).
+
+    The box is the projection's ``radii``, narrowed where the opacity is low to the distance
+    at which ``alpha`` falls under ``ALPHA_MIN`` along the major axis: no pixel it drops
+    could have been kept, and faint Gaussians (most of them, early on) cost less."""
+    o = opacities.detach()
+    # o exp(-d^2 / (2 lambda_max)) >= ALPHA_MIN  <=>  d <= sqrt(2 ln(o / ALPHA_MIN) lambda_max)
+    reach = torch.sqrt(2.0 * torch.log((o / ALPHA_MIN).clamp_min(1.0))) / 3.0
+    r = torch.minimum(proj.radii, torch.ceil(proj.radii * reach).long())
+    u, v = proj.means2d.detach().unbind(-1)
+    out = torch.stack([(u - r).floor().clamp(0, width - 1), (u + r).floor().clamp(0, width - 1),
+                       (v - r).floor().clamp(0, height - 1),
+                       (v + r).floor().clamp(0, height - 1)], dim=-1).int()
+    out[r <= 0] = torch.tensor([1, 0, 1, 0], dtype=torch.int32, device=out.device)
+    return out
+
+
+def depth_order(proj: Projected) -> torch.Tensor:
+    """(N,) Gaussian indices, nearest first (ties by index)."""
+    return torch.argsort(proj.depths.detach(), stable=True)
+
+
 def pixel_pairs(proj: Projected, opacities: torch.Tensor, height: int, width: int) -> Pairs:
-    """Every pixel each Gaussian's box covers, with its alpha; pairs under ``ALPHA_MIN``
-    dropped. ``opacities`` (N,)."""
+    """Every pixel of each Gaussian's box (``boxes``), with its alpha; pairs under
+    ``ALPHA_MIN`` dropped. ``opacities`` (N,)."""
     device = proj.means2d.device
-    r = proj.radii
-    drawn = (r > 0).nonzero().squeeze(-1)
-    u, v = proj.means2d.detach()[drawn].unbind(-1)
-    rr = r[drawn]
-    x0 = (u - rr).floor().long().clamp(0, width - 1)
-    x1 = (u + rr).floor().long().clamp(0, width - 1)
-    y0 = (v - rr).floor().long().clamp(0, height - 1)
-    y1 = (v + rr).floor().long().clamp(0, height - 1)
+    box = boxes(proj, opacities, height, width).long()
+    drawn = (box[:, 0] <= box[:, 1]).nonzero().squeeze(-1)
+    x0, x1, y0, y1 = box[drawn].unbind(-1)
     w = x1 - x0 + 1
     counts = w * (y1 - y0 + 1)
     which = torch.arange(drawn.numel(), device=device).repeat_interleave(counts)
@@ -114,16 +132,16 @@ def pixel_pairs(proj: Projected, opacities: torch.Tensor, height: int, width: in
     g, pixels, alphas = g[keep], (py * width + px)[keep], alphas[keep]
     # nearest first within each pixel: sort by (pixel, depth rank)
     rank = torch.empty_like(proj.depths, dtype=torch.long)
-    rank[torch.argsort(proj.depths.detach(), stable=True)] = torch.arange(
-        proj.depths.numel(), device=device)
+    rank[depth_order(proj)] = torch.arange(proj.depths.numel(), device=device)
     order = torch.argsort(pixels * proj.depths.numel() + rank[g])
     return Pairs(g[order], pixels[order], alphas[order])
 
 
 def composite(pairs: Pairs, values: torch.Tensor, n_pixels: int
-              ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``sum_i T_i alpha_i values_i`` (n_pixels, C) and the opacity ``sum_i T_i alpha_i``
-    (n_pixels,) of the sorted ``pairs``; ``values`` (N, C) per Gaussian."""
+              ) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """``sum_i T_i alpha_i values_i`` (n_pixels, C), the opacity ``sum_i T_i alpha_i``
+    (n_pixels,) of the sorted ``pairs`` and how many pairs were composited (the early stop
+    leaves some out); ``values`` (N, C) per Gaussian."""
     # alpha compositing is volume rendering with optical depths -log(1 - alpha_i)
     optical = -torch.log1p(-pairs.alphas)
     trans, _ = render_transmittance(optical, torch.ones_like(optical), pairs.pixels, n_pixels)
@@ -133,16 +151,21 @@ def composite(pairs: Pairs, values: torch.Tensor, n_pixels: int
     colour = accumulate_along_rays(weights, values.index_select(0, pairs.gaussians),
                                    pairs.pixels, n_pixels)
     alpha = accumulate_along_rays(weights, None, pairs.pixels, n_pixels)
-    return colour, alpha
+    return colour, alpha, int(live.sum())
 
 
 def rasterize(means: torch.Tensor, covariances: torch.Tensor, opacities: torch.Tensor,
-              values: torch.Tensor, camera: Camera, height: int, width: int
-              ) -> tuple[torch.Tensor, torch.Tensor, Projected, int]:
-    """The PyTorch reference: ``values`` (N, C) composited into (H, W, C), the opacity (H, W),
-    the projection (whose ``means2d`` carries the view-space gradient) and the pair count."""
+              values: torch.Tensor, camera: Camera, height: int, width: int,
+              kernel: str = "torch") -> tuple[torch.Tensor, torch.Tensor, Projected, int]:
+    """``values`` (N, C) composited into (H, W, C), the opacity (H, W), the projection (whose
+    ``means2d`` carries the view-space gradient) and the number of pairs composited.
+    ``kernel``: ``torch`` (the reference) or ``cpp`` (``splat_cpp``, the same sums)."""
     proj = project(means, covariances, camera, height, width)
+    if kernel == "cpp":
+        from .splat_cpp import composite_cpp
+
+        colour, alpha, n = composite_cpp(proj, opacities, values, height, width)
+        return colour.view(height, width, -1), alpha.view(height, width), proj, n
     pairs = pixel_pairs(proj, opacities, height, width)
-    colour, alpha = composite(pairs, values, height * width)
-    return (colour.view(height, width, -1), alpha.view(height, width), proj,
-            int(pairs.pixels.numel()))
+    colour, alpha, n = composite(pairs, values, height * width)
+    return colour.view(height, width, -1), alpha.view(height, width), proj, n

@@ -29,24 +29,31 @@ def gsplat_available() -> bool:
 
 
 def decide_backend(requested: SplatBackend, device: torch.device) -> tuple[str, str]:
-    """The rasteriser to use on ``device`` and why: gsplat on CUDA where it imports, else the
-    PyTorch reference. Asking for gsplat where it cannot run is bad input."""
+    """The rasteriser to use on ``device`` and why: gsplat on CUDA where it imports, the
+    compiled compositor on the CPU where it builds, else the PyTorch reference. Asking for
+    gsplat where it cannot run is bad input; asking for cpp where it does not build falls
+    back to the reference, with the reason (as the hash grid's kernel does)."""
+    cuda = device.type == "cuda"
     if requested == "torch":
         return "torch", "asked for"
-    cuda = device.type == "cuda"
     if requested == "gsplat":
         if not cuda:
             raise UserError("gaussians.backend=gsplat needs a CUDA device (device=cuda); use "
-                            "auto or torch on the CPU")
+                            "auto, cpp or torch on the CPU")
         if not gsplat_available():
             raise UserError("gaussians.backend=gsplat: gsplat does not import; install it "
                             "with pip install -e \".[cuda]\", or use backend=torch")
         return "gsplat", "asked for"
-    if not cuda:
-        return "torch", "gsplat is CUDA-only"
-    if gsplat_available():
-        return "gsplat", "CUDA, and gsplat imports"
-    return "torch", "gsplat does not import"
+    if cuda:
+        if requested == "cpp":
+            return "torch", "the compiled compositor is CPU-only"
+        return ("gsplat", "CUDA, and gsplat imports") if gsplat_available() else \
+            ("torch", "gsplat does not import")
+    from .splat_cpp import load_kernel, unavailable_reason
+
+    if load_kernel() is None:
+        return "torch", f"the compiled compositor does not build: {unavailable_reason()}"
+    return "cpp", "asked for" if requested == "cpp" else "CPU, and the compiled compositor builds"
 
 
 def camera_at(cameras: Cameras, i: int, height: int, width: int) -> Camera:
@@ -111,7 +118,7 @@ class GaussianRenderer:
                                                                 height, width)
         else:
             images, alphas, means2d, radii, n = self._rasterize_torch(gaussians, cams, values,
-                                                                      height, width)
+                                                                      height, width, self.active)
         for m in means2d:       # density control reads their gradient after backward
             if m.requires_grad:
                 m.retain_grad()
@@ -122,12 +129,12 @@ class GaussianRenderer:
 
     @staticmethod
     def _rasterize_torch(gaussians: Gaussians, cams: list[Camera], values: list[torch.Tensor],
-                         height: int, width: int):
+                         height: int, width: int, kernel: str = "torch"):
         covs, opac = gaussians.covariances(), gaussians.opacities
         images, alphas, means2d, radii, n = [], [], [], [], 0
         for cam, vals in zip(cams, values):
             image, alpha, proj, pairs = rasterize(gaussians.means, covs, opac, vals, cam,
-                                                  height, width)
+                                                  height, width, kernel)
             images.append(image)
             alphas.append(alpha)
             means2d.append(proj.means2d)

@@ -1,0 +1,74 @@
+"""The Gaussian rows of ``dreamfusion bench speed``: 64x64 images/s of each rasteriser for
+10k and 50k Gaussians, forward and forward+backward, against the PyTorch reference."""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from ..gaussians.model import Gaussians
+from ..gaussians.renderer import GaussianRenderer, gsplat_available
+from ..rendering.cameras import orbit
+from ..rendering.shading import Background
+from .measure import peak_memory_gb, synchronize
+from .tables import markdown_table
+
+COUNTS = (10_000, 50_000)
+SIZE = 64
+
+
+def splat_backends(device: torch.device) -> list[str]:
+    """The rasterisers this machine runs: the reference, and gsplat on CUDA where it imports."""
+    return ["torch", "gsplat"] if device.type == "cuda" and gsplat_available() else ["torch"]
+
+
+def measure_splats(backend: str, device_name: str, repeats: int) -> list[dict]:
+    """Images/s per count; run in a fresh process (its peak memory is its own). The Gaussians
+    are a trained set's shape: initialised as a run initialises them, in a ball of radius 0.5,
+    with the opacity a trained object has (0.5) and scales of their neighbours' spacing."""
+    device = torch.device(device_name)
+    renderer = GaussianRenderer(backend, device, 0.3, 0.7)
+    background = Background("solid", (1.0, 1.0, 1.0)).to(device)
+    cams = orbit(1, 20.0, 2.3, 40.0)
+    lights = cams.positions / cams.positions.norm(dim=-1, keepdim=True)
+    out = []
+    for count in COUNTS:
+        g = Gaussians(count, 1.0, 0.5, 0.5, torch.Generator().manual_seed(0)).to(device)
+
+        def forward() -> int:
+            with torch.no_grad():
+                return renderer.render(g, background, cams, SIZE, SIZE, "lambertian",
+                                       lights).rendered.n_samples
+
+        def forward_backward() -> None:
+            g.zero_grad()
+            renderer.render(g, background, cams, SIZE, SIZE, "lambertian",
+                            lights).rendered.rgb.sum().backward()
+
+        times = {}
+        for name, fn in (("forward", forward), ("forward_backward", forward_backward)):
+            best = float("inf")
+            for i in range(repeats + 1):          # one warm-up
+                synchronize(device)
+                start = time.perf_counter()
+                fn()
+                synchronize(device)
+                if i:
+                    best = min(best, time.perf_counter() - start)
+            times[name] = 1.0 / best
+        out.append({"backend": backend, "gaussians": count, "pairs": forward(),
+                    "images_per_second": times["forward"],
+                    "train_images_per_second": times["forward_backward"]})
+    peak, _ = peak_memory_gb(device)
+    return [dict(row, peak_memory_gb=peak) for row in out]
+
+
+def splat_table(rows: list[dict]) -> str:
+    ref = {r["gaussians"]: r for r in rows if r["backend"] == "torch"}
+    cell = lambda r, k: f"{r[k]:.1f} ({r[k] / ref[r['gaussians']][k]:.1f}x)"  # noqa: E731
+    return markdown_table(
+        ["machine", "rasteriser", "Gaussians", "pairs (torch) / drawn (gsplat)",
+         "images/s (no grad)", "images/s (train)", "peak memory GB"],
+        [[r["machine"], r["backend"], f"{r['gaussians']:,}", f"{r['pairs']:,}",
+          cell(r, "images_per_second"), cell(r, "train_images_per_second"),
+          f"{r['peak_memory_gb']:.2f}"] for r in rows])
