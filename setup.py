@@ -3,7 +3,7 @@ from setuptools import find_packages, setup
 setup(
     name="dreamfusion",
     version="0.1.0",
-    description="Text-to-3D by Score Distillation Sampling: a NeRF-based DreamFusion.",
+    description="Text-to-3D by Score Distillation Sampling: DreamFusion on a NeRF or 3D Gaussians.",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
@@ -29,6 +29,7 @@ setup(
         "tqdm>=4.66",
         "matplotlib>=3.7",           # the bench's plots
         "safetensors>=0.4",
+        "plyfile>=1.0",              # model.ply, the 3D Gaussians in the 3DGS layout
         # the Stable Diffusion and DeepFloyd IF priors; the toy prior needs none of them
         "diffusers>=0.30",
         "transformers>=4.44",
@@ -39,6 +40,6 @@ setup(
         "ninja>=1.11",               # builds the optional CPU kernel on first use
     ],
     # tiny-cuda-nn has no wheel on PyPI: see the README for its one-line source install
-    extras_require={"test": ["pytest>=7.4", "hypothesis>=6.100"], "cuda": ["nerfacc>=0.5.3"]},
+    extras_require={"test": ["pytest>=7.4", "hypothesis>=6.100"], "cuda": ["nerfacc>=0.5.3", "gsplat>=1.4"]},
     entry_points={"console_scripts": ["dreamfusion=dreamfusion.cli:main"]},
 )

@@ -103,6 +103,7 @@ def test_bench_sds_step_runs_the_sd_code_path(monkeypatch, tmp_path):
 
 
 def test_bench_speed_measures_each_backend_against_the_reference(fast_overrides, tmp_path):
+    from dreamfusion.gaussians.splat_cpp import load_kernel as splat_kernel
     from dreamfusion.nerf.hashgrid_cpp import load_kernel
 
     # no full toy runs: evaluating them with the PyTorch reference took 2 of this test's 2.5
@@ -124,10 +125,12 @@ def test_bench_speed_measures_each_backend_against_the_reference(fast_overrides,
     table = (tmp_path / "res" / "speed_cpu.md").read_text()
     assert "| torch | finite_difference | " in table and "(1.0x)" in table
     splats = data["gaussian_rows"]
-    assert [(r["backend"], r["gaussians"]) for r in splats] == [("torch", 10_000),
-                                                                ("torch", 50_000)]
+    kernels = ["torch"] + (["cpp"] if splat_kernel() else [])
+    assert [(r["backend"], r["gaussians"]) for r in splats] == [
+        (k, n) for k in kernels for n in (10_000, 50_000)]
     assert all(r["images_per_second"] > r["train_images_per_second"] > 0 for r in splats)
     assert splats[1]["pairs"] > splats[0]["pairs"] > 10_000
+    assert [r["pairs"] for r in splats[2:]] == [r["pairs"] for r in splats[:2]]
     assert "| torch | 50,000 |" in table
 
 

@@ -77,3 +77,6 @@ def test_a_checkpoint_of_one_representation_is_not_resumed_as_the_other(tmp_path
         assert "cannot load" in one_line_error(capsys)
         config.write_bytes(before[config])
         assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+    # the rasteriser is not part of what was trained: another one may continue the run
+    assert main(["run", "--resume", str(gauss_dir), "gaussians.backend=torch", "--quiet"]) == 0
+    assert "gaussians.backend: torch" in (gauss_dir / "config.yaml").read_text()

@@ -315,7 +315,7 @@ def test_the_compiled_compositor_matches_the_reference(max_opacity):
     ref, fast = results["torch"], results["cpp"]
     assert ref[2] == fast[2] > 1000                 # the same pairs composited
     if max_opacity > 0.99:
-        assert float(ref[1].detach().max()) > 0.999          # opaque pixels: the early stop was reached
+        assert float(ref[1].detach().max()) > 0.999    # opaque pixels: the early stop reached
     for a, b in zip(ref[:2] + ref[3:], fast[:2] + fast[3:]):
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-4), float((a - b).abs().max())
 

@@ -57,7 +57,7 @@ def read_prompts(path: str | None) -> list[str]:
 def render_run(run_dir: Path, size: int, views: int) -> dict[str, torch.Tensor]:
     """Each mode's renders (views, 3, size, size) of the run, on white, at 30 deg elevation."""
     cfg, scene, _ = load_run(run_dir)
-    device = scene.field.encoding.params.device
+    device = next(scene.field.parameters()).device
     white = replace(scene, background=Background("solid", (1.0, 1.0, 1.0)).to(device))
     cams = orbit(views, ELEVATION, sum(cfg.camera.distance) / 2, sum(cfg.camera.fov) / 2)
     return {name: render_views(white, cams, size, mode).permute(0, 3, 1, 2).cpu()

@@ -18,12 +18,18 @@ SIZE = 64
 
 
 def splat_backends(device: torch.device) -> list[str]:
-    """The rasterisers this machine runs: the reference, and gsplat on CUDA where it imports."""
-    return ["torch", "gsplat"] if device.type == "cuda" and gsplat_available() else ["torch"]
+    """The rasterisers this machine runs: the reference, then gsplat on CUDA where it imports,
+    or the compiled compositor on a CPU where it builds."""
+    if device.type == "cuda":
+        return ["torch", "gsplat"] if gsplat_available() else ["torch"]
+    from ..gaussians.splat_cpp import load_kernel
+
+    return ["torch", "cpp"] if load_kernel() is not None else ["torch"]
 
 
 def measure_splats(backend: str, device_name: str, repeats: int) -> list[dict]:
-    """Images/s per count; run in a fresh process (its peak memory is its own). The Gaussians
+    """Images/s per count, and the pairs composited (the drawn Gaussians for gsplat, which
+    does not count pairs); run in a fresh process (its peak memory is its own). The Gaussians
     are a trained set's shape: initialised as a run initialises them, in a ball of radius 0.5,
     with the opacity a trained object has (0.5) and scales of their neighbours' spacing."""
     device = torch.device(device_name)

@@ -1,8 +1,8 @@
 """``model.ply`` in the layout of 3D Gaussian Splatting (Kerbl et al.), which SuperSplat,
 the Blender add-ons and most splat viewers read: one binary little-endian ``vertex`` element
 with float32 properties ``x y z nx ny nz f_dc_0..2 opacity scale_0..2 rot_0..3``, holding the
-stored (pre-activation) values: log scales (with ``min_scale`` applied), logit opacity, the SH DC coefficients and the
-quaternion ``w x y z``. The normals are zero, as 3DGS writes them. Coordinates are this
+stored (pre-activation) values: log scales (``min_scale`` applied), logit opacity, the SH DC
+coefficients and the quaternion ``w x y z``. The normals are zero, as 3DGS writes them. Coordinates are this
 project's world: Z up, the object's front towards +X.
 """
 from __future__ import annotations

@@ -27,7 +27,7 @@ _NAME = re.compile(r"^step_(\d{6,})\.pt$")
 # keys that may change between a checkpoint and its resumption: where files go and how they
 # are written, the device, numerically equivalent backends, and the fault policy
 RESUMABLE = ("output.", "export.", "checkpoint.", "faults.", "device", "nerf.grid.backend",
-             "marcher.backend", "guidance.cache_dir", "guidance.text_cache")
+             "marcher.backend", "gaussians.backend", "guidance.cache_dir", "guidance.text_cache")
 
 
 class CheckpointError(Exception):

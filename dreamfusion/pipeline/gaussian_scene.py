@@ -57,7 +57,8 @@ class GaussianScene:
 
     def param_groups(self) -> list[dict]:
         r, g = self.rates, self.field
-        groups = [{"params": [g.means], "lr": r.position}, {"params": [g.log_scales], "lr": r.scale},
+        groups = [{"params": [g.means], "lr": r.position},
+                  {"params": [g.log_scales], "lr": r.scale},
                   {"params": [g.quats], "lr": r.rotation},
                   {"params": [g.opacity_logits], "lr": r.opacity},
                   {"params": [g.sh_dc], "lr": r.colour}]
