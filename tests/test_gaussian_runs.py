@@ -1,7 +1,10 @@
 """Runs with 3D Gaussians through the same CLI, trainer, checkpoints and export as the NeRF."""
+import hashlib
+import io
 import json
 
 import torch
+import yaml
 
 from dreamfusion.cli import main
 from dreamfusion.gaussians.ply import read_ply
@@ -79,4 +82,27 @@ def test_a_checkpoint_of_one_representation_is_not_resumed_as_the_other(tmp_path
         assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
     # the rasteriser is not part of what was trained: another one may continue the run
     assert main(["run", "--resume", str(gauss_dir), "gaussians.backend=torch", "--quiet"]) == 0
-    assert "gaussians.backend: torch" in (gauss_dir / "config.yaml").read_text()
+    saved = yaml.safe_load((gauss_dir / "config.yaml").read_text())
+    assert saved["gaussians"]["backend"] == "torch"
+
+
+def test_a_checkpoint_is_checked_for_its_own_representations_modules(tmp_path, capsys):
+    from dreamfusion.config import load_config
+    from dreamfusion.pipeline.build import build_scene
+    from dreamfusion.pipeline.checkpoint import SCENE_MODULES, checkpoint_name
+
+    for name in ("nerf", "gaussians"):
+        cfg = load_config("toy", [*FAST, f"representation={name}"])
+        assert tuple(build_scene(cfg, torch.device("cpu")).modules()) == SCENE_MODULES[name]
+    run_dir = _run(tmp_path / "out", "steps=8", "checkpoint.every=4", "export.enabled=false")
+    newest = run_dir / "checkpoints" / checkpoint_name(8)
+    state = torch.load(newest, weights_only=True)
+    del state["scene"]["gaussians"]
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    newest.write_bytes(buffer.getvalue())
+    sidecar = newest.with_name(newest.name + ".sha256")
+    sidecar.write_text(f"{hashlib.sha256(buffer.getvalue()).hexdigest()}  {newest.name}\n")
+    capsys.readouterr()
+    assert main(["export", str(run_dir), "--format", "obj"]) == 0      # falls back to step 4
+    assert "step_000008.pt lacks scene.gaussians" in capsys.readouterr().err

@@ -72,6 +72,8 @@ def read_checkpoint(path: Path) -> dict:
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path.name} is not a dreamfusion checkpoint of format {FORMAT}")
     missing = _missing(state, _LAYOUT)
+    if not missing:         # the scene's modules: those of the representation it was made with
+        missing = _missing(state, {"scene": {name: dict for name in _scene_modules(state)}})
     if missing:
         raise CheckpointError(f"{path.name} lacks {', '.join(missing)}, which resume and "
                               f"export need")
@@ -81,11 +83,25 @@ def read_checkpoint(path: Path) -> dict:
 # what resume and export read from a checkpoint, and the type each must have
 _LAYOUT: dict = {
     "prompt": str, "config": str, "train_seconds": (int, float),
-    "scene": {"background": dict},       # and the representation's own modules
+    "scene": {"background": dict},       # and the representation's own (SCENE_MODULES)
     "trainer": {"step": int, "optimizer": {"state": dict, "param_groups": list},
                 "lr_scale": (int, float), "rng": {"torch": torch.Tensor}, "schedule": dict},
     "faults": {"rollbacks": int, "bad_steps": list},
 }
+
+
+# the modules of each representation's scene in a checkpoint (``Representation.modules``)
+SCENE_MODULES = {"nerf": ("field", "grid", "background"), "gaussians": ("gaussians", "background")}
+
+
+def _scene_modules(state: dict) -> tuple[str, ...]:
+    """The scene modules ``state`` must hold, by the representation its own config names."""
+    try:
+        saved = parse_yaml(state["config"], " saved in the checkpoint") or {}
+    except UserError:
+        saved = {}
+    name = saved.get("representation", "nerf") if isinstance(saved, dict) else "nerf"
+    return SCENE_MODULES.get(name, SCENE_MODULES["nerf"])
 
 
 def _missing(state: dict, layout: dict, prefix: str = "") -> list[str]:
