@@ -22,8 +22,10 @@ from .tables import markdown_table
 DEFAULT_PROMPTS = ("a red cube", "a blue torus", "a green cylinder", "a purple sphere",
                    "an orange cone", "a yellow duck")
 METRICS = (
-    "Settings: the toy config's defaults, which are DreamFusion's (uniform t in [0.02, 0.98],"
-    " the nearest view's prompt: front, side, back, overhead); each Janus remedy and schedule"
+    "Settings: each config's own, one config per representation: `toy` (the NeRF, with "
+    "DreamFusion's settings: uniform t in [0.02, 0.98], the nearest view's prompt: front, side,"
+    " back, overhead; 1000 steps) and `toy-gaussians` (3D Gaussians with the same prior, "
+    "cameras, prompts and t; 500 steps); each Janus remedy and schedule"
     ' is compared in [remedies.md](remedies.md). Silhouette IoU: the rendered opacity (> 0.5)'
     ' against the true silhouette, one ray per pixel centre for both, 64x64, at 8 azimuths '
     '(every 45 deg from the front) x 2 elevations (15 and 40 deg); side views are azimuths '
