@@ -104,3 +104,23 @@ def load(name: str, relative: str) -> tuple[Any | None, str]:
             text = str(exc).strip().splitlines()
             why = f"{type(exc).__name__}: {text[-1] if text else ''}"
     return None, why
+
+
+class LazyKernel:
+    """A kernel built the first time it is asked for (about 30 s, then cached on disk):
+    ``load()`` gives the module or None, ``reason()`` why it is None."""
+
+    def __init__(self, name: str, relative: str) -> None:
+        self.name, self.relative = name, relative
+        self._tried = False
+        self._module: Any | None = None
+        self._why = ""
+
+    def load(self) -> Any | None:
+        if not self._tried:
+            self._module, self._why = load(self.name, self.relative)
+            self._tried = True
+        return self._module
+
+    def reason(self) -> str:
+        return self._why

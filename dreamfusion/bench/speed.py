@@ -33,7 +33,7 @@ from ..pipeline.inputs import select_device
 from ..pipeline.run import run
 from ..pipeline.train import Trainer
 from ..utils.atomic import write_text
-from .measure import peak_memory_gb, synchronize
+from .measure import best_seconds, peak_memory_gb, synchronize
 from .splat_speed import measure_splats, splat_backends, splat_table
 from .tables import markdown_table
 from .toy import machine
@@ -41,19 +41,6 @@ from .toy import machine
 GRID = (16, 2, 19, 16, 1.447269237440378)      # DreamFusion-sized: 16 x 2 x 2^19, base 16
 RENDER = 64                                     # DreamFusion's render size
 PROMPT = "a red cube"
-
-
-def _best(fn, device: torch.device, repeats: int) -> float:
-    """The fastest of ``repeats`` timed calls after one warm-up, in seconds."""
-    best = float("inf")
-    for i in range(repeats + 1):
-        synchronize(device)
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        if i:
-            best = min(best, time.perf_counter() - start)
-    return best
 
 
 def grid_rates(backend: str, device: torch.device, points: int, repeats: int) -> dict:
@@ -72,8 +59,8 @@ def grid_rates(backend: str, device: torch.device, points: int, repeats: int) ->
         enc.params.grad = None
         enc(x).backward(grad)
 
-    return {"grid_forward": points / _best(forward, device, repeats),
-            "grid_forward_backward": points / _best(forward_backward, device, repeats)}
+    return {"grid_forward": points / best_seconds(forward, device, repeats),
+            "grid_forward_backward": points / best_seconds(forward_backward, device, repeats)}
 
 
 def render_rates(cfg: DictConfig, device: torch.device, repeats: int) -> dict:
@@ -100,8 +87,8 @@ def render_rates(cfg: DictConfig, device: torch.device, repeats: int) -> dict:
         out.rgb.sum().backward()
 
     rays = RENDER * RENDER
-    return {"render_rays": rays / _best(evaluate, device, repeats),
-            "render_train_rays": rays / _best(train, device, repeats),
+    return {"render_rays": rays / best_seconds(evaluate, device, repeats),
+            "render_train_rays": rays / best_seconds(train, device, repeats),
             "samples_per_ray": samples[-1] / rays}
 
 

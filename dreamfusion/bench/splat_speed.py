@@ -2,15 +2,13 @@
 10k and 50k Gaussians, forward and forward+backward, against the PyTorch reference."""
 from __future__ import annotations
 
-import time
-
 import torch
 
 from ..gaussians.model import Gaussians
 from ..gaussians.renderer import GaussianRenderer, gsplat_available
 from ..rendering.cameras import orbit
 from ..rendering.shading import Background
-from .measure import peak_memory_gb, synchronize
+from .measure import best_seconds, peak_memory_gb
 from .tables import markdown_table
 
 COUNTS = (10_000, 50_000)
@@ -51,20 +49,10 @@ def measure_splats(backend: str, device_name: str, repeats: int) -> list[dict]:
             renderer.render(g, background, cams, SIZE, SIZE, "lambertian",
                             lights).rendered.rgb.sum().backward()
 
-        times = {}
-        for name, fn in (("forward", forward), ("forward_backward", forward_backward)):
-            best = float("inf")
-            for i in range(repeats + 1):          # one warm-up
-                synchronize(device)
-                start = time.perf_counter()
-                fn()
-                synchronize(device)
-                if i:
-                    best = min(best, time.perf_counter() - start)
-            times[name] = 1.0 / best
         out.append({"backend": backend, "gaussians": count, "pairs": forward(),
-                    "images_per_second": times["forward"],
-                    "train_images_per_second": times["forward_backward"]})
+                    "images_per_second": 1.0 / best_seconds(forward, device, repeats),
+                    "train_images_per_second":
+                        1.0 / best_seconds(forward_backward, device, repeats)})
     peak, _ = peak_memory_gb(device)
     return [dict(row, peak_memory_gb=peak) for row in out]
 

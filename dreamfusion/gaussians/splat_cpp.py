@@ -3,9 +3,6 @@
 first use (``kernels``); ``None``, with the reason, where it cannot be built."""
 from __future__ import annotations
 
-from functools import lru_cache
-from typing import Any
-
 import torch
 from torch.autograd.function import once_differentiable
 
@@ -13,19 +10,9 @@ from .. import kernels
 from .rasterize import Projected, boxes, depth_order
 
 SOURCE = "splat/splat_cpu.cpp"
-_why_not: str = ""
-
-
-@lru_cache(maxsize=None)
-def load_kernel() -> Any | None:
-    """The kernel module, compiling it the first time (about 30 s); None if impossible."""
-    global _why_not
-    module, _why_not = kernels.load("splat_cpu", SOURCE)
-    return module
-
-
-def unavailable_reason() -> str:
-    return _why_not
+_KERNEL = kernels.LazyKernel("splat_cpu", SOURCE)
+load_kernel = _KERNEL.load                  # the module, or None where it does not build
+unavailable_reason = _KERNEL.reason         # why it does not
 
 
 class CppComposite(torch.autograd.Function):

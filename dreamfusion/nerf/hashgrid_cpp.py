@@ -3,7 +3,6 @@ tooling on first use and cached (``kernels``); ``None``, with the reason, where 
 built."""
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
 import torch
@@ -12,24 +11,14 @@ from torch.autograd.function import once_differentiable
 from .. import kernels
 
 SOURCE = "hashgrid/hashgrid_cpu.cpp"
-_why_not: str = ""
+_KERNEL = kernels.LazyKernel("hashgrid_cpu", SOURCE)
+load_kernel = _KERNEL.load                  # the module, or None where it does not build
+unavailable_reason = _KERNEL.reason         # why it does not
 
 
 def build_key(native: bool) -> str:
     """The hash-grid kernel's build key (``kernels.build_key``)."""
     return kernels.build_key(SOURCE, native)
-
-
-@lru_cache(maxsize=None)
-def load_kernel() -> Any | None:
-    """The kernel module, compiling it the first time (about a minute); None if impossible."""
-    global _why_not
-    module, _why_not = kernels.load("hashgrid_cpu", SOURCE)
-    return module
-
-
-def unavailable_reason() -> str:
-    return _why_not
 
 
 class CppHashGrid(torch.autograd.Function):

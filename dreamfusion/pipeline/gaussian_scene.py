@@ -9,23 +9,15 @@ import torch
 from omegaconf import DictConfig
 
 from ..gaussians import density_control as dc
-from ..gaussians.model import SURFACE_LEVEL, Gaussians
+from ..gaussians.model import PARAMETERS, SURFACE_LEVEL, Gaussians
 from ..gaussians.ply import write_ply
 from ..gaussians.renderer import GaussianRenderer, SplatRender
 from ..rendering.cameras import Cameras
 from ..rendering.rendered import Rendered
 from ..rendering.shading import Background
 
-
-@dataclass(frozen=True)
-class GaussianRates:
-    """Adam's learning rate for each parameter (DreamGaussian's text-to-3D values)."""
-    position: float = 0.001
-    scale: float = 0.005
-    rotation: float = 0.005
-    opacity: float = 0.05
-    colour: float = 0.01
-    background: float = 0.001
+# the gaussians.lr key of each of ``PARAMETERS``, in its order
+RATES = ("position", "scale", "rotation", "opacity", "colour")
 
 
 @dataclass
@@ -34,7 +26,7 @@ class GaussianScene:
     background: Background
     renderer: GaussianRenderer
     control: dc.DensifySettings
-    rates: GaussianRates
+    rates: dict[str, float]             # gaussians.lr: Adam's rate for each parameter
     image_size: int                     # the training renders' larger side, in pixels
     surface_level: float = SURFACE_LEVEL
     _last: SplatRender | None = field(default=None, repr=False)
@@ -56,15 +48,12 @@ class GaussianScene:
         return out.rendered
 
     def param_groups(self) -> list[dict]:
-        r, g = self.rates, self.field
-        groups = [{"params": [g.means], "lr": r.position},
-                  {"params": [g.log_scales], "lr": r.scale},
-                  {"params": [g.quats], "lr": r.rotation},
-                  {"params": [g.opacity_logits], "lr": r.opacity},
-                  {"params": [g.sh_dc], "lr": r.colour}]
+        g = self.field
+        groups = [{"params": [getattr(g, name)], "lr": self.rates[rate]}
+                  for name, rate in zip(PARAMETERS, RATES)]
         background = list(self.background.parameters())
         if background:
-            groups.append({"params": background, "lr": r.background})
+            groups.append({"params": background, "lr": self.rates["background"]})
         return groups
 
     def named_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
@@ -107,9 +96,7 @@ def build_gaussian_scene(cfg: DictConfig, device: torch.device) -> GaussianScene
     control = dc.DensifySettings(d.start, d.stop, d.every, d.grad_threshold, d.percent_dense,
                                  d.min_opacity, d.max_screen_fraction, d.max_world_fraction,
                                  d.opacity_reset_every, g.max_count, cfg.nerf.bound)
-    lr = g.lr
-    rates = GaussianRates(lr.position, lr.scale, lr.rotation, lr.opacity, lr.colour,
-                          lr.background)
+    rates = {name: float(value) for name, value in g.lr.items()}
     background = Background(cfg.background.kind, tuple(cfg.background.color)).to(device)
     renderer = GaussianRenderer(g.backend, device, cfg.shading.ambient, cfg.shading.diffuse)
     return GaussianScene(gaussians.to(device), background, renderer, control, rates,
