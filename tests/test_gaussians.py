@@ -11,7 +11,7 @@ from dreamfusion.gaussians.model import SH_C0, Gaussians, quat_to_rotation
 from dreamfusion.gaussians.ply import FIELDS, PlyError, read_ply, write_ply
 from dreamfusion.gaussians.rasterize import (ALPHA_MAX, ALPHA_MIN, EPS_2D, T_MIN, Pairs,
                                              composite, project, rasterize)
-from dreamfusion.gaussians.renderer import GaussianRenderer, camera_at
+from dreamfusion.gaussians.renderer import GaussianRenderer, pinholes
 from dreamfusion.rendering.cameras import Cameras, orbit
 from dreamfusion.rendering.shading import Background
 
@@ -31,7 +31,7 @@ def _cloud(n: int, seed: int = 0, max_opacity: float = 0.34, dtype=torch.float32
 def _camera(height=12, width=16, azimuth=30.0, elevation=20.0, dtype=torch.float32):
     cams = Cameras(torch.tensor([azimuth]), torch.tensor([elevation]), torch.tensor([2.0]),
                    torch.tensor([50.0]))
-    cam = camera_at(cams, 0, height, width)
+    cam = pinholes(cams, height, width)[0]
     cam.position, cam.rotation = cam.position.to(dtype), cam.rotation.to(dtype)
     return cams, cam
 

@@ -99,8 +99,12 @@ def _chamfer(r: dict, key: str) -> str:
     return f"{r[key]:.4f} ({100 * r[key] / r['true_size']:.1f}%)"
 
 
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
 def _opt(r: dict, key: str, fmt: str) -> str:
-    return "-" if key not in r else format(r[key], fmt)
+    return _fmt(r.get(key), fmt)
 
 
 def _table(rows: list[dict]) -> str:
@@ -167,13 +171,13 @@ def _comparison(rows: list[dict], base: str = "nerf") -> str:
             b = [r for r in rows if r["representation"] == rep and r["prompt"] == prompt]
             if not a or not b:
                 continue
-            fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
             table.append([
                 rep, prompt, f"{min(r['silhouette_iou'] for r in b):.3f}",
                 f"{_mean(b, 'silhouette_iou'):.3f} / {_mean(a, 'silhouette_iou'):.3f}",
-                f"{fmt(_mean(b, 'colour_error'), '.3f')} / {fmt(_mean(a, 'colour_error'), '.3f')}",
-                f"{fmt(_chamfer_share(b), '.1f')}% / {fmt(_chamfer_share(a), '.1f')}%",
-                fmt(None if 'janus' not in b[0] else max(r["janus"] for r in b), ".3f"),
+                f"{_fmt(_mean(b, 'colour_error'), '.3f')} / "
+                f"{_fmt(_mean(a, 'colour_error'), '.3f')}",
+                f"{_fmt(_chamfer_share(b), '.1f')}% / {_fmt(_chamfer_share(a), '.1f')}%",
+                _fmt(None if "janus" not in b[0] else max(r["janus"] for r in b), ".3f"),
                 f"{_mean(b, 'train_seconds') / _mean(a, 'train_seconds'):.2f}"])
     return ("## Representations compared\n\nEach representation against the NeRF of this "
             "same bench (same machine, seeds and prompts): means over the seeds, the other "

@@ -49,6 +49,16 @@ def _params(gaussians: Gaussians) -> list[tuple[str, torch.nn.Parameter]]:
     return [(name, getattr(gaussians, name)) for name in PARAMETERS]
 
 
+def _edit_moments(optimizer: torch.optim.Optimizer | None, param: torch.nn.Parameter,
+                  change) -> None:
+    """Replace each of Adam's moments of ``param`` (where it has them yet) by
+    ``change(moment)``."""
+    state = optimizer.state.get(param) if optimizer is not None else None
+    for key in ("exp_avg", "exp_avg_sq"):
+        if state and key in state:
+            state[key] = change(state[key])
+
+
 def _edit(gaussians: Gaussians, optimizer: torch.optim.Optimizer | None, keep: torch.Tensor,
           extra: dict[str, torch.Tensor] | None = None) -> None:
     """Keep the Gaussians where ``keep`` (N,) is true, then append ``extra`` (one tensor per
@@ -59,11 +69,8 @@ def _edit(gaussians: Gaussians, optimizer: torch.optim.Optimizer | None, keep: t
         kept = param.data[keep]
         param.data = kept if extra is None else torch.cat([kept, extra[name].to(kept)])
         param.grad = None
-        state = optimizer.state.get(param) if optimizer is not None else None
-        for key in ("exp_avg", "exp_avg_sq"):
-            if state and key in state:
-                moment = state[key][keep]
-                state[key] = torch.cat([moment, moment.new_zeros((n_new,) + moment.shape[1:])])
+        _edit_moments(optimizer, param, lambda m: torch.cat(
+            [m[keep], m.new_zeros((n_new,) + m.shape[1:])]))
     for name in STATISTICS:
         value = getattr(gaussians, name)[keep]
         setattr(gaussians, name, torch.cat([value, value.new_zeros(n_new)]))
@@ -124,10 +131,7 @@ def reset_opacity(gaussians: Gaussians, optimizer: torch.optim.Optimizer | None,
     """Every opacity to at most ``ceiling``, its Adam moments to zero (3DGS)."""
     p = gaussians.opacity_logits
     p.data = torch.minimum(p.data, inverse_sigmoid(torch.tensor(ceiling)).to(p.data))
-    state = optimizer.state.get(p) if optimizer is not None else None
-    for key in ("exp_avg", "exp_avg_sq"):
-        if state and key in state:
-            state[key].zero_()
+    _edit_moments(optimizer, p, torch.zeros_like)
 
 
 def due(step: int, every: int) -> bool:

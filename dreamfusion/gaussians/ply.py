@@ -2,8 +2,8 @@
 the Blender add-ons and most splat viewers read: one binary little-endian ``vertex`` element
 with float32 properties ``x y z nx ny nz f_dc_0..2 opacity scale_0..2 rot_0..3``, holding the
 stored (pre-activation) values: log scales (``min_scale`` applied), logit opacity, the SH DC
-coefficients and the quaternion ``w x y z``. The normals are zero, as 3DGS writes them. Coordinates are this
-project's world: Z up, the object's front towards +X.
+coefficients and the quaternion ``w x y z``. The normals are zero, as 3DGS writes them.
+Coordinates are this project's world: Z up, the object's front towards +X.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..utils.atomic import atomic_path
-from .model import Gaussians
+from .model import STATISTICS, Gaussians
 
 FIELDS = (["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2", "opacity"]
           + [f"scale_{i}" for i in range(3)] + [f"rot_{i}" for i in range(4)])
@@ -26,7 +26,8 @@ def write_ply(gaussians: Gaussians, path: Path) -> Path:
     g = gaussians
     with torch.no_grad():
         columns = torch.cat([g.means, torch.zeros_like(g.means), g.sh_dc,
-                             g.opacity_logits.unsqueeze(-1), torch.log(g.scales), g.quats], dim=-1)
+                             g.opacity_logits.unsqueeze(-1), torch.log(g.scales), g.quats],
+                            dim=-1)
     values = columns.detach().cpu().numpy().astype(np.float32)
     rows = np.empty(values.shape[0], dtype=[(name, "f4") for name in FIELDS])
     for i, name in enumerate(FIELDS):
@@ -62,6 +63,5 @@ def read_ply(path: Path, bound: float = 1.0) -> Gaussians:
         "opacity_logits": column("opacity").squeeze(-1),
         "log_scales": column("scale_0", "scale_1", "scale_2"),
         "quats": column("rot_0", "rot_1", "rot_2", "rot_3"),
-        **{name: torch.zeros(len(vertex.data)) for name in ("grad_accum", "grad_count",
-                                                             "max_radii")}})
+        **{name: torch.zeros(len(vertex.data)) for name in STATISTICS}})
     return g

@@ -56,12 +56,15 @@ def decide_backend(requested: SplatBackend, device: torch.device) -> tuple[str, 
     return "cpp", "asked for" if requested == "cpp" else "CPU, and the compiled compositor builds"
 
 
-def camera_at(cameras: Cameras, i: int, height: int, width: int) -> Camera:
-    """Camera ``i`` of ``cameras`` as the rasteriser takes it (its rays are ``Cameras.rays``)."""
-    forward, right, up = (t[i] for t in cameras.basis())
-    half = math.tan(math.radians(float(cameras.fov[i])) / 2)
-    return Camera(cameras.positions[i], torch.stack([right, up, forward]),
-                  0.5 * width / half, 0.5 * height / half)
+def pinholes(cameras: Cameras, height: int, width: int,
+             device: torch.device | None = None) -> list[Camera]:
+    """``cameras`` as the rasteriser takes them (their rays are ``Cameras.rays``)."""
+    forward, right, up = cameras.basis()
+    rotations = torch.stack([right, up, forward], dim=1).to(device)
+    positions = cameras.positions.to(device)
+    halves = [math.tan(math.radians(float(f)) / 2) for f in cameras.fov]
+    return [Camera(positions[i], rotations[i], 0.5 * width / half, 0.5 * height / half)
+            for i, half in enumerate(halves)]
 
 
 @dataclass
@@ -106,8 +109,7 @@ class GaussianRenderer:
                height: int, width: int, mode: str = "albedo",
                light_dirs: torch.Tensor | None = None) -> SplatRender:
         device = gaussians.means.device
-        cams = [camera_at(cameras, i, height, width) for i in range(len(cameras))]
-        cams = [Camera(c.position.to(device), c.rotation.to(device), c.fx, c.fy) for c in cams]
+        cams = pinholes(cameras, height, width, device)
         lights = None if light_dirs is None else light_dirs.to(device)
         values = [self.colours(gaussians, c, mode, None if lights is None else lights[i])
                   for i, c in enumerate(cams)]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from omegaconf import DictConfig
@@ -12,11 +13,11 @@ from ..export.mesh import auto_threshold
 from ..guidance.base import Prior
 from ..guidance.toy.prior import ReferenceSettings, ToyWorldPrior, views_from_config
 from ..guidance.views import ViewRule
-from ..rendering.cameras import Cameras
 from ..nerf.field import NeRFField
 from ..nerf.hashgrid import HashGridEncoding
 from ..nerf.occupancy import OccupancyGrid
 from ..nerf.renderer import RenderSettings, render
+from ..rendering.cameras import Cameras
 from ..rendering.rendered import Rendered
 from ..rendering.shading import Background
 from ..utils.tensor_cache import default_cache_dir
@@ -35,6 +36,7 @@ class Scene:
     grid_update_every: int = 1          # then every this many steps
     lr: float = 0.01
     lr_grid_scale: float = 1.0          # the hash table's learning rate relative to lr
+    backend_key: ClassVar[str] = "hashgrid_backend"
 
     @property
     def surface_level(self) -> float:

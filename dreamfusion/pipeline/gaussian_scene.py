@@ -3,10 +3,11 @@ checkpoints them through the same methods as the NeRF."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ..gaussians import density_control as dc
 from ..gaussians.model import PARAMETERS, SURFACE_LEVEL, Gaussians
@@ -29,6 +30,7 @@ class GaussianScene:
     rates: dict[str, float]             # gaussians.lr: Adam's rate for each parameter
     image_size: int                     # the training renders' larger side, in pixels
     surface_level: float = SURFACE_LEVEL
+    backend_key: ClassVar[str] = "rasteriser_backend"
     _last: SplatRender | None = field(default=None, repr=False)
 
     def modules(self) -> dict[str, torch.nn.Module]:
@@ -69,15 +71,15 @@ class GaussianScene:
     def after_step(self, step: int, optimizer: torch.optim.Optimizer) -> None:
         """Gather the view-space gradients; at the due steps densify, prune, reset."""
         c, last, self._last = self.control, self._last, None
-        if step > c.stop:
+        if step >= c.stop:          # statistics gathered now would never be read
             return
         if last is not None:
             with torch.no_grad():
                 dc.accumulate(self.field, last.means2d, last.radii, last.width, last.height)
-        if step >= c.start and dc.due(step, c.every) and step < c.stop:
+        if step >= c.start and dc.due(step, c.every):
             dc.densify_and_prune(self.field, optimizer, c, self.image_size,
                                  after_reset=step > c.opacity_reset_every > 0)
-        if dc.due(step, c.opacity_reset_every) and step < c.stop:
+        if dc.due(step, c.opacity_reset_every):
             dc.reset_opacity(self.field, optimizer)
 
     def density(self, points: torch.Tensor) -> torch.Tensor:
@@ -92,10 +94,8 @@ def build_gaussian_scene(cfg: DictConfig, device: torch.device) -> GaussianScene
     generator = torch.Generator().manual_seed(int(cfg.seed))
     gaussians = Gaussians(g.count, cfg.nerf.bound, g.init_radius, g.init_opacity, generator,
                           g.min_scale)
-    d = g.densify
-    control = dc.DensifySettings(d.start, d.stop, d.every, d.grad_threshold, d.percent_dense,
-                                 d.min_opacity, d.max_screen_fraction, d.max_world_fraction,
-                                 d.opacity_reset_every, g.max_count, cfg.nerf.bound)
+    control = dc.DensifySettings(**OmegaConf.to_container(g.densify), max_count=g.max_count,
+                                 extent=cfg.nerf.bound)
     rates = {name: float(value) for name, value in g.lr.items()}
     background = Background(cfg.background.kind, tuple(cfg.background.color)).to(device)
     renderer = GaussianRenderer(g.backend, device, cfg.shading.ambient, cfg.shading.diffuse)

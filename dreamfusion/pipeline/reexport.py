@@ -12,11 +12,12 @@ from ..export.pipeline import export_field, export_settings
 from ..utils.atomic import remove_temp_files
 from .build import build_scene
 from .checkpoint import load_scene, open_run
-from .representation import Representation
 from .inputs import check_memory, select_device
+from .representation import Representation
 
 
-def load_run(run_dir: Path, overrides: Sequence[str] = ()) -> tuple[DictConfig, Representation, int]:
+def load_run(run_dir: Path, overrides: Sequence[str] = ()
+             ) -> tuple[DictConfig, Representation, int]:
     """The run's config (with ``overrides``), its scene from the newest checkpoint that
     verifies, and that checkpoint's step; on any device (no GPU needed)."""
     opened = open_run(run_dir, overrides, "export")

@@ -21,6 +21,7 @@ class Representation(Protocol):
     field: Field
     # the density D at which the exported surface lies when export.threshold is auto
     surface_level: float
+    backend_key: str        # summary.json's name for the kernel it renders with
 
     def render(self, cameras: Cameras, height: int, width: int, mode: str = "albedo",
                light_dirs: torch.Tensor | None = None, with_normals: bool = False) -> Rendered:

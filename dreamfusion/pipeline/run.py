@@ -23,15 +23,11 @@ from .artifacts import validation_strip, write_json, write_turntable
 from .build import build_prior, build_scene
 from .checkpoint import CheckpointStore, Loaded, check_compatible, open_run
 from .evaluate import silhouette_iou, toy_metrics
-from .representation import Representation
 from .inputs import check_output_root, new_run_dir, prepare, select_device
+from .representation import Representation
 from .runlog import EventLog, MetricsLog, ProgressStyle, progress_style, truncate_metrics
 from .supervisor import Supervisor
 from .train import StepStats, Trainer
-
-
-# the summary's name for the kernel each representation renders with
-BACKEND_KEYS = {"nerf": "hashgrid_backend", "gaussians": "rasteriser_backend"}
 
 
 @dataclass
@@ -113,8 +109,8 @@ def _start(prompt: str, cfg: DictConfig, run_dir: Path | None, quiet: bool,
         raise
 
 
-def _open_folder(prompt: str, cfg: DictConfig, run_dir: Path, scene: Representation, prior: Prior,
-                 trainer: Trainer, style: ProgressStyle, backend: str, started: float,
+def _open_folder(prompt: str, cfg: DictConfig, run_dir: Path, scene: Representation,
+                 prior: Prior, trainer: Trainer, style: ProgressStyle, backend: str, started: float,
                  resume_from: Loaded | None) -> _Session:
     """Write ``config.yaml``, then save the first checkpoint or restore ``resume_from``."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -185,7 +181,7 @@ def _finish(s: _Session) -> RunResult:
     settings = export_settings(cfg, scene.surface_level)
     metrics: dict = {"train_seconds": round(train_seconds, 1), "steps": s.trainer.step,
                      "representation": cfg.representation,
-                     BACKEND_KEYS[cfg.representation]: scene.backend()[0],
+                     scene.backend_key: scene.backend()[0],
                      "rollbacks": s.supervisor.rollbacks}
     mesh = None
     if cfg.export.enabled:
