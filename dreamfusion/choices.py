@@ -15,6 +15,8 @@ Weighting = Literal["sds", "uniform", "snr_sqrt"]
 PriorName = Literal["toy", "stable_diffusion", "deepfloyd_if"]
 RepresentationName = Literal["nerf", "gaussians"]
 SplatBackend = Literal["auto", "torch", "cpp", "gsplat"]
+# gsplat's names: the 0.3 px^2 filter alone, or with its opacity compensation
+RasterizeMode = Literal["classic", "antialiased"]
 
 BACKENDS: tuple[str, ...] = get_args(HashGridBackend)
 MARCHERS: tuple[str, ...] = get_args(Marcher)
@@ -24,3 +26,4 @@ WEIGHTINGS: tuple[str, ...] = get_args(Weighting)
 PRIORS: tuple[str, ...] = get_args(PriorName)
 REPRESENTATIONS: tuple[str, ...] = get_args(RepresentationName)
 SPLAT_BACKENDS: tuple[str, ...] = get_args(SplatBackend)
+RASTERIZE_MODES: tuple[str, ...] = get_args(RasterizeMode)

@@ -123,6 +123,13 @@ CASES = [
      "config gaussians.densify.percent_dense: must be in (0, 1], got 2"),
     (["run", "a red cube", "--config", "toy-gaussians", "gaussians.densify.min_opacity=1.5"],
      "config gaussians.densify.min_opacity: must be in [0, 0.99], got 1.5"),
+    # a mapping where the schema holds a list: omegaconf raises a bare TypeError for it
+    (["run", "a red cube", "camera.elevation={a: 1}"],
+     "config camera.elevation on the command line: must be a list"),
+    (["run", "a red cube", "--config", "toy-gaussians", "gaussians.rasterize_mode=mip"],
+     "config gaussians.rasterize_mode: must be one of classic, antialiased, got 'mip'"),
+    (["run", "a red cube", "--config", "toy-gaussians", "gaussians.lr.position_final=0"],
+     "config gaussians.lr.position_final: must be in (0, 1e+30], got 0"),
     (["run", "a red cube", "--config", "toy-gaussians", "gaussians.densify.start=500",
       "gaussians.densify.stop=100"], "config gaussians.densify.start: must be <= "),
     (["run", "a red cube", "--config", "toy-gaussians", "gaussians.init_radius=3"],

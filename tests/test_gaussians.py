@@ -36,10 +36,18 @@ def _camera(height=12, width=16, azimuth=30.0, elevation=20.0, dtype=torch.float
     return cams, cam
 
 
-def _per_pixel(means, covs, opac, values, cam, height, width):
+def _per_pixel(means, covs, opac, values, cam, height, width, mode="classic"):
     """Alpha compositing pixel by pixel, Gaussian by Gaussian, nearest first: no packing, no
-    boxes (with opacities under 0.353 nothing beyond 3 sigma reaches 1/255)."""
+    boxes (with opacities under 0.353 nothing beyond 3 sigma reaches 1/255). In antialiased
+    mode each opacity is scaled by sqrt(det Sigma_2D / det(Sigma_2D + 0.3 I)), from the
+    conic (the inverse of the filtered covariance)."""
     proj = project(means, covs, cam, height, width)
+    if mode == "antialiased":
+        a, b, c = proj.conics.unbind(-1)
+        filtered = torch.stack([torch.stack([a, b], -1), torch.stack([b, c], -1)], -2)
+        filtered = torch.linalg.inv(filtered)
+        bare = torch.linalg.det(filtered - EPS_2D * torch.eye(2))
+        opac = opac * torch.sqrt(bare / torch.linalg.det(filtered))
     out = torch.zeros(height, width, values.shape[1], dtype=values.dtype)
     alpha_out = torch.zeros(height, width, dtype=values.dtype)
     order = torch.argsort(proj.depths)
@@ -63,15 +71,16 @@ def _per_pixel(means, covs, opac, values, cam, height, width):
     return out, alpha_out
 
 
-def test_the_packed_rasteriser_matches_a_per_pixel_loop():
+@pytest.mark.parametrize("mode", ["classic", "antialiased"])
+def test_the_packed_rasteriser_matches_a_per_pixel_loop(mode):
     g = _cloud(40)
     _, cam = _camera()
     values = torch.cat([g.colours, torch.rand(40, 1)], dim=-1)
     with torch.no_grad():
         image, alpha, _, pairs = rasterize(g.means, g.covariances(), g.opacities, values, cam,
-                                           12, 16)
+                                           12, 16, mode=mode)
         ref_image, ref_alpha = _per_pixel(g.means, g.covariances(), g.opacities, values, cam,
-                                          12, 16)
+                                          12, 16, mode)
     assert pairs > 200 and float(alpha.max()) > 0.5        # overlapping, not a trivial image
     assert torch.allclose(image, ref_image, atol=1e-5)
     assert torch.allclose(alpha, ref_alpha, atol=1e-5)
@@ -111,7 +120,8 @@ def test_projection_follows_the_cameras_rays_and_ewa():
     assert torch.allclose(empirical, model, rtol=0.03, atol=1e-4)
 
 
-def test_rasteriser_gradients_agree_with_finite_differences():
+@pytest.mark.parametrize("mode", ["classic", "antialiased"])
+def test_rasteriser_gradients_agree_with_finite_differences(mode):
     g = _cloud(6, seed=3, dtype=torch.float64)
     _, cam = _camera(8, 8, dtype=torch.float64)
     rot = g.rotations().detach()
@@ -120,12 +130,35 @@ def test_rasteriser_gradients_agree_with_finite_differences():
         m = rot * torch.exp(log_scales).unsqueeze(-2)
         covs = m @ m.transpose(-1, -2)
         out, alpha, _, _ = rasterize(means, covs, torch.sigmoid(opacity_logits), colours, cam,
-                                     8, 8)
+                                     8, 8, mode=mode)
         return torch.cat([out.flatten(), alpha.flatten()])
 
     inputs = tuple(t.detach().clone().requires_grad_(True) for t in
                    (g.means, g.log_scales, g.opacity_logits, g.colours))
     assert torch.autograd.gradcheck(image, inputs, eps=1e-6, atol=1e-5)
+
+
+def test_antialiased_mode_covers_the_same_area_at_any_resolution():
+    """A fog of faint Gaussians about a pixel wide at 32 px: the 0.3 px^2 filter widens each
+    by half there and hardly at 128 px, so in classic mode the cloud looks more opaque at the
+    lower resolution; with the compensation both sizes agree (each image averaged down to
+    16 x 16, pixel blocks against pixel blocks)."""
+    g = _cloud(3000, seed=5, max_opacity=0.06)
+    with torch.no_grad():
+        g.log_scales.fill_(math.log(0.02))
+    cams = orbit(2, 20.0, 2.3, 40.0)
+    renderer = GaussianRenderer("torch", torch.device("cpu"), 0.3, 0.7)
+    gap = {}
+    for mode in ("classic", "antialiased"):
+        renderer.mode = mode
+        covered = []
+        for size in (32, 128):
+            with torch.no_grad():
+                alpha = renderer.render(g, Background("solid", (1.0, 1.0, 1.0)), cams, size,
+                                        size).rendered.opacity
+            covered.append(torch.nn.functional.avg_pool2d(alpha.unsqueeze(1), size // 16))
+        gap[mode] = float((covered[0] - covered[1]).abs().mean() / covered[1].mean())
+    assert gap["classic"] > 0.15 and gap["antialiased"] < 0.3 * gap["classic"], gap
 
 
 def test_the_density_field_matches_a_dense_sum():
@@ -260,14 +293,15 @@ def test_shaded_normals_face_the_camera():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="gsplat is CUDA-only")
-def test_gsplat_draws_what_the_reference_draws():
+@pytest.mark.parametrize("raster_mode", ["classic", "antialiased"])
+def test_gsplat_draws_what_the_reference_draws(raster_mode):
     pytest.importorskip("gsplat")
     g = _cloud(500, max_opacity=0.95).cuda()
     cams = orbit(4, 20.0, 2.2, 45.0)
     lights = cams.positions / cams.positions.norm(dim=-1, keepdim=True)
     bg = Background("solid", (1.0, 1.0, 1.0)).cuda()
-    ref = GaussianRenderer("torch", torch.device("cuda"), 0.3, 0.7)
-    fast = GaussianRenderer("gsplat", torch.device("cuda"), 0.3, 0.7)
+    ref = GaussianRenderer("torch", torch.device("cuda"), 0.3, 0.7, raster_mode)
+    fast = GaussianRenderer("gsplat", torch.device("cuda"), 0.3, 0.7, raster_mode)
     assert fast.active == "gsplat"
     for mode in ("albedo", "lambertian"):
         a = ref.render(g, bg, cams, 64, 64, mode, lights).rendered
@@ -293,8 +327,9 @@ def _kernel_or_skip():
         pytest.skip(f"the splat kernel does not build here: {unavailable_reason()}")
 
 
-@pytest.mark.parametrize("max_opacity", [0.3, 0.9999])
-def test_the_compiled_compositor_matches_the_reference(max_opacity):
+@pytest.mark.parametrize("max_opacity,mode", [(0.3, "classic"), (0.9999, "classic"),
+                                              (0.9999, "antialiased")])
+def test_the_compiled_compositor_matches_the_reference(max_opacity, mode):
     """Forward and every gradient, faint clouds and opaque ones (clamped alphas, early stop)."""
     _kernel_or_skip()
     g = _cloud(400, seed=7, max_opacity=max_opacity)
@@ -308,7 +343,7 @@ def test_the_compiled_compositor_matches_the_reference(max_opacity):
         m = quat_to_rotation(leaves[2]) * torch.exp(leaves[1]).unsqueeze(-2)
         image, alpha, proj, n = rasterize(leaves[0], m @ m.transpose(-1, -2),
                                           torch.sigmoid(leaves[3]), leaves[4], cam, 20, 24,
-                                          kernel)
+                                          kernel, mode)
         proj.means2d.retain_grad()
         ((image - target) ** 2).sum().add((alpha * target[..., 0]).sum()).backward()
         results[kernel] = (image, alpha, n, proj.means2d.grad, *[t.grad for t in leaves])

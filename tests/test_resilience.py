@@ -24,7 +24,8 @@ LONG = [*FAST, "steps=120", f"checkpoint.every={INTERVAL}", "output.log_every=1"
 GAUSSIANS = ["representation=gaussians", "gaussians.count=150", "gaussians.max_count=1200",
              "gaussians.init_opacity=0.3", "gaussians.densify.start=10",
              "gaussians.densify.every=15", "gaussians.densify.stop=100",
-             "gaussians.densify.opacity_reset_every=60", "gaussians.densify.grad_threshold=0.01"]
+             "gaussians.densify.opacity_reset_every=60", "gaussians.densify.grad_threshold=0.01",
+             "gaussians.lr.position_final=0.0001"]     # a rate that follows the step
 
 
 def _start(root: Path, *args: str, extra: tuple[str, ...] = ()) -> subprocess.Popen:

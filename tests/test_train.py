@@ -101,3 +101,21 @@ def test_the_trainer_needs_only_the_representation_interface():
     assert stats[2].fault == "non-finite gradients in colour"      # injected into the first
     assert not torch.equal(flat.colour.detach(), torch.zeros(3))     # the SDS gradient moved it
     assert trainer.state_dict()["step"] == 4
+
+
+def test_the_positions_rate_decays_to_its_final_value_and_follows_rollbacks():
+    from conftest import FAST_GAUSSIANS
+    trainer = _trainer(*FAST_GAUSSIANS, "steps=5", "gaussians.lr.position=0.001",
+                       "gaussians.lr.position_final=0.00002", "gaussians.lr.colour=0.01")
+    groups = trainer.optimizer.param_groups
+    assert groups[0]["lr"] == pytest.approx(0.001)
+    rates = []
+    for _ in range(4):
+        trainer.train_step()
+        rates.append(groups[0]["lr"])
+        assert groups[4]["lr"] == pytest.approx(0.01)          # the others stay put
+    # exponential: lr * (final / lr) ** (step / (steps - 1)), the last step at the final rate
+    assert rates == pytest.approx([0.001 * 0.02 ** (k / 4) for k in range(1, 5)])
+    trainer.set_lr_scale(0.5)                                   # a rollback halves it
+    assert groups[0]["lr"] == pytest.approx(0.5 * 0.00002)
+    assert groups[4]["lr"] == pytest.approx(0.005)

@@ -137,6 +137,26 @@ def _merge(cfg: DictConfig, data: dict, where: str) -> DictConfig:
         key = getattr(exc, "full_key", None) or "?"
         message = str(exc).splitlines()[0]
         raise UserError(f"config {key}{where}: {message}") from None
+    except TypeError:       # omegaconf's own error for a mapping given for a list, or back
+        key, wanted = _container_mismatch(cfg, data)
+        raise UserError(f"config {key}{where}: must be a {wanted}") from None
+
+
+def _container_mismatch(cfg: DictConfig, data: dict, prefix: str = "") -> tuple[str, str]:
+    """The first key of ``data`` whose value is a mapping where ``cfg`` holds a list, or the
+    reverse, and what it must be."""
+    for key, value in data.items():
+        node = cfg.get(key) if isinstance(cfg, DictConfig) else None
+        full = prefix + str(key)
+        if isinstance(node, ListConfig) and isinstance(value, dict):
+            return full, "list"
+        if isinstance(node, DictConfig) and isinstance(value, list):
+            return full, "mapping"
+        if isinstance(node, DictConfig) and isinstance(value, dict):
+            found = _container_mismatch(node, value, full + ".")
+            if found[0] != "?":
+                return found
+    return "?", "value of the schema's kind"
 
 
 def _parse_override(item: str, keys: list[str]) -> dict:

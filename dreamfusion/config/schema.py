@@ -51,6 +51,9 @@ class DensifyConfig:
 @dataclass
 class GaussianLRConfig:
     position: float = 0.001
+    # None: the positions' rate stays put; else it decays exponentially to this at the last
+    # step (3DGS and DreamGaussian: 0.00002)
+    position_final: Optional[float] = None
     scale: float = 0.005
     rotation: float = 0.005
     opacity: float = 0.05
@@ -71,6 +74,10 @@ class GaussianConfig:
     # auto: gsplat on CUDA where it imports, the compiled compositor (extensions/splat) on the
     # CPU where it builds, else the PyTorch reference | gsplat | cpp | torch
     backend: str = "auto"
+    # classic: 3DGS's 0.3 px^2 screen filter, which widens a small Gaussian more at a low
+    # resolution than at a high one | antialiased: with gsplat's opacity compensation
+    # sqrt(det Sigma' / det(Sigma' + 0.3 I)), so a render at any size covers the same area
+    rasterize_mode: str = "classic"
     densify: DensifyConfig = field(default_factory=DensifyConfig)
     lr: GaussianLRConfig = field(default_factory=GaussianLRConfig)
 

@@ -11,7 +11,7 @@ import math
 from omegaconf import DictConfig, ListConfig
 
 from ..choices import (BACKENDS, MARCHERS, NORMALS, PRIORS, REPRESENTATIONS, SCHEDULES,
-                       SPLAT_BACKENDS, WEIGHTINGS)
+                       RASTERIZE_MODES, SPLAT_BACKENDS, WEIGHTINGS)
 from ..errors import UserError
 from .limits import PAIR_RANGES, RANGES
 from .text import bad_character
@@ -120,6 +120,7 @@ def _choices(cfg: DictConfig) -> None:
                          ("nerf.normals", NORMALS), ("guidance.prior", PRIORS),
                          ("representation", REPRESENTATIONS),
                          ("gaussians.backend", SPLAT_BACKENDS),
+                         ("gaussians.rasterize_mode", RASTERIZE_MODES),
                          ("guidance.weighting", WEIGHTINGS), ("guidance.schedule", SCHEDULES),
                          ("background.kind", ("solid", "learned")),
                          ("device", ("cpu", "cuda", "auto"))):

@@ -1,6 +1,6 @@
 """The CUDA rasteriser: ``gsplat.rasterization`` with the PyTorch reference's conventions
-(pixel centres at ``+0.5``, the 0.3 px^2 filter, "classic" alpha), so both draw the same
-image (``tests/test_gaussians.py`` compares them on CUDA)."""
+(pixel centres at ``+0.5``, the 0.3 px^2 filter, "classic" or "antialiased" alpha), so both
+draw the same image (``tests/test_gaussians.py`` compares them on CUDA)."""
 from __future__ import annotations
 
 import torch
@@ -25,7 +25,7 @@ def intrinsics(camera: Camera, height: int, width: int) -> torch.Tensor:
 
 
 def rasterize_gsplat(gaussians: Gaussians, cams: list[Camera], values: list[torch.Tensor],
-                     height: int, width: int):
+                     height: int, width: int, mode: str = "classic"):
     """Images (B, H, W, C), opacities (B, H, W), the 2D means (B, N, 2) and radii (B, N) as
     one-item lists (the gradient lands on gsplat's own tensor), and the number of Gaussians
     drawn (gsplat does not report its pair count)."""
@@ -36,7 +36,7 @@ def rasterize_gsplat(gaussians: Gaussians, cams: list[Camera], values: list[torc
     colours, alphas, meta = rasterization(
         gaussians.means, gaussians.quats, gaussians.scales, gaussians.opacities,
         torch.stack(values), viewmats, ks, width, height, near_plane=NEAR, eps2d=EPS_2D,
-        packed=False, render_mode="RGB", rasterize_mode="classic")
+        packed=False, render_mode="RGB", rasterize_mode=mode)
     means2d = meta["means2d"]             # (B, N, 2): its gradient feeds density control
     radii = meta["radii"]
     if radii.dim() == 3:                  # gsplat >= 1.5 gives (x, y) radii

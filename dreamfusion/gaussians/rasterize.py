@@ -2,14 +2,19 @@
 compositing of the Gaussian-pixel pairs in the packed convention of ``rendering.volrend``.
 
 One camera at a time; the pixel ``(row i, column j)`` has its centre at ``(u, v) = (j + 0.5,
-i + 0.5)``, the same rays as ``Cameras.rays``. The rules are gsplat's ("classic" mode), so the
-CUDA path (``gsplat_backend.py``) renders the same image:
+i + 0.5)``, the same rays as ``Cameras.rays``. The rules are gsplat's, so the CUDA path
+(``gsplat_backend.py``) renders the same image:
 
 * projection: ``u = W/2 + f_x x/z``, ``v = H/2 - f_y y/z`` in the camera's (right, up,
   forward) frame, ``f = (size / 2) / tan(fov / 2)``; ``Sigma' = J W Sigma W^T J^T + 0.3 I``
   (the 0.3 px^2 low-pass filter); Gaussians nearer than ``near`` are dropped;
 * each Gaussian covers the pixels within ``3 sqrt(lambda_max(Sigma'))`` of its centre;
 * ``alpha = min(0.999, o exp(-d^T Sigma'^-1 d / 2))``; pairs under ``1/255`` are dropped;
+  in gsplat's "antialiased" mode ``o`` is first scaled by the compensation
+  ``sqrt(det Sigma_2D / det Sigma')`` (``Sigma_2D`` before the filter), so the filter blurs
+  a Gaussian without adding to the area it covers: the 0.3 px^2 widens a Gaussian of a
+  pixel's size by half at a low resolution and hardly at a high one, and in "classic" mode
+  a cloud fitted at one looks thinner at the other;
 * ``C = sum_i T_i alpha_i c_i``, ``T_i = prod_{j<i} (1 - alpha_j)``, nearest Gaussian first,
   up to (not including) the first Gaussian after which ``T`` would be ``<= 1e-4``.
 """
@@ -44,6 +49,8 @@ class Projected:
     conics: torch.Tensor     # (N, 3) the inverse 2D covariance (a, b, c): [[a, b], [b, c]]
     depths: torch.Tensor     # (N,) camera-space z
     radii: torch.Tensor      # (N,) int, pixels; 0 where the Gaussian is not drawn
+    # (N,) sqrt(det Sigma_2D / det Sigma'): the "antialiased" mode's opacity factor
+    compensations: torch.Tensor
 
 
 def project(means: torch.Tensor, covariances: torch.Tensor, camera: Camera, height: int,
@@ -65,13 +72,15 @@ def project(means: torch.Tensor, covariances: torch.Tensor, camera: Camera, heig
     b = cov[:, 0, 1]
     c = cov[:, 1, 1] + EPS_2D
     det = (a * c - b * b).clamp_min(1e-12)
+    unfiltered = cov[:, 0, 0] * cov[:, 1, 1] - b * b
+    compensations = torch.sqrt((unfiltered / det).clamp_min(0.0))
     conics = torch.stack([c / det, -b / det, a / det], dim=-1)
     mid = 0.5 * (a + c)
     lam = mid + torch.sqrt((mid * mid - det).clamp_min(0.01))
     radii = torch.ceil(3.0 * torch.sqrt(lam)).detach()
     on_image = ((u + radii > 0) & (u - radii < width) & (v + radii > 0) & (v - radii < height))
     radii = torch.where(visible & on_image, radii, 0.0).long()
-    return Projected(torch.stack([u, v], dim=-1), conics, z, radii)
+    return Projected(torch.stack([u, v], dim=-1), conics, z, radii, compensations)
 
 
 @dataclass
@@ -156,11 +165,15 @@ def composite(pairs: Pairs, values: torch.Tensor, n_pixels: int
 
 def rasterize(means: torch.Tensor, covariances: torch.Tensor, opacities: torch.Tensor,
               values: torch.Tensor, camera: Camera, height: int, width: int,
-              kernel: str = "torch") -> tuple[torch.Tensor, torch.Tensor, Projected, int]:
+              kernel: str = "torch", mode: str = "classic"
+              ) -> tuple[torch.Tensor, torch.Tensor, Projected, int]:
     """``values`` (N, C) composited into (H, W, C), the opacity (H, W), the projection (whose
     ``means2d`` carries the view-space gradient) and the number of pairs composited.
-    ``kernel``: ``torch`` (the reference) or ``cpp`` (``splat_cpp``, the same sums)."""
+    ``kernel``: ``torch`` (the reference) or ``cpp`` (``splat_cpp``, the same sums);
+    ``mode``: ``classic`` or ``antialiased`` (opacities times ``Projected.compensations``)."""
     proj = project(means, covariances, camera, height, width)
+    if mode == "antialiased":
+        opacities = opacities * proj.compensations
     if kernel == "cpp":
         from .splat_cpp import composite_cpp
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..choices import SplatBackend
+from ..choices import RasterizeMode, SplatBackend
 from ..errors import UserError
 from ..rendering.cameras import Cameras
 from ..rendering.rendered import Rendered
@@ -84,13 +84,13 @@ class GaussianRenderer:
     backend. Normals are each Gaussian's shortest axis, turned towards the camera."""
 
     def __init__(self, backend: SplatBackend, device: torch.device, ambient: float,
-                 diffuse: float) -> None:
+                 diffuse: float, mode: RasterizeMode = "classic") -> None:
         self.active, self.reason = decide_backend(backend, device)
-        log.info("gaussian rasteriser: %s (%s)", self.active, self.reason)
-        self.ambient, self.diffuse = ambient, diffuse
+        self.ambient, self.diffuse, self.mode = ambient, diffuse, mode
+        log.info("gaussian rasteriser: %s", self.describe())
 
     def describe(self) -> str:
-        return f"{self.active} ({self.reason})"
+        return f"{self.active} ({self.reason}), {self.mode} mode"
 
     def colours(self, gaussians: Gaussians, camera: Camera, mode: str,
                 light: torch.Tensor | None) -> torch.Tensor:
@@ -117,10 +117,10 @@ class GaussianRenderer:
             from .gsplat_backend import rasterize_gsplat
 
             images, alphas, means2d, radii, n = rasterize_gsplat(gaussians, cams, values,
-                                                                height, width)
+                                                                height, width, self.mode)
         else:
-            images, alphas, means2d, radii, n = self._rasterize_torch(gaussians, cams, values,
-                                                                      height, width, self.active)
+            images, alphas, means2d, radii, n = self._rasterize_torch(
+                gaussians, cams, values, height, width, self.active, self.mode)
         for m in means2d:       # density control reads their gradient after backward
             if m.requires_grad:
                 m.retain_grad()
@@ -131,12 +131,12 @@ class GaussianRenderer:
 
     @staticmethod
     def _rasterize_torch(gaussians: Gaussians, cams: list[Camera], values: list[torch.Tensor],
-                         height: int, width: int, kernel: str = "torch"):
+                         height: int, width: int, kernel: str, mode: str):
         covs, opac = gaussians.covariances(), gaussians.opacities
         images, alphas, means2d, radii, n = [], [], [], [], 0
         for cam, vals in zip(cams, values):
             image, alpha, proj, pairs = rasterize(gaussians.means, covs, opac, vals, cam,
-                                                  height, width, kernel)
+                                                  height, width, kernel, mode)
             images.append(image)
             alphas.append(alpha)
             means2d.append(proj.means2d)

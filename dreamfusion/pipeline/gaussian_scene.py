@@ -27,7 +27,7 @@ class GaussianScene:
     background: Background
     renderer: GaussianRenderer
     control: dc.DensifySettings
-    rates: dict[str, float]             # gaussians.lr: Adam's rate for each parameter
+    rates: dict[str, float | None]      # gaussians.lr: Adam's rate for each parameter
     image_size: int                     # the training renders' larger side, in pixels
     surface_level: float = SURFACE_LEVEL
     backend_key: ClassVar[str] = "rasteriser_backend"
@@ -53,6 +53,8 @@ class GaussianScene:
         g = self.field
         groups = [{"params": [getattr(g, name)], "lr": self.rates[rate]}
                   for name, rate in zip(PARAMETERS, RATES)]
+        if self.rates.get("position_final") is not None:
+            groups[0]["lr_final"] = self.rates["position_final"]
         background = list(self.background.parameters())
         if background:
             groups.append({"params": background, "lr": self.rates["background"]})
@@ -96,8 +98,9 @@ def build_gaussian_scene(cfg: DictConfig, device: torch.device) -> GaussianScene
                           g.min_scale)
     control = dc.DensifySettings(**OmegaConf.to_container(g.densify), max_count=g.max_count,
                                  extent=cfg.nerf.bound)
-    rates = {name: float(value) for name, value in g.lr.items()}
+    rates = {name: None if value is None else float(value) for name, value in g.lr.items()}
     background = Background(cfg.background.kind, tuple(cfg.background.color)).to(device)
-    renderer = GaussianRenderer(g.backend, device, cfg.shading.ambient, cfg.shading.diffuse)
+    renderer = GaussianRenderer(g.backend, device, cfg.shading.ambient, cfg.shading.diffuse,
+                                g.rasterize_mode)
     return GaussianScene(gaussians.to(device), background, renderer, control, rates,
                          max(cfg.height, cfg.width))

@@ -30,7 +30,8 @@ class Representation(Protocol):
 
     def param_groups(self) -> list[dict]:
         """Adam's parameter groups with their learning rates, in a fixed order (checkpoints
-        store the optimiser by it)."""
+        store the optimiser by it). A group with an ``lr_final`` decays exponentially from
+        ``lr`` at the first step to ``lr_final`` at the last (the trainer sets the rates)."""
 
     def named_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
         """Every trained parameter with a name, for fault reports; the first is the one a

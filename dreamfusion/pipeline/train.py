@@ -46,7 +46,9 @@ class Trainer:
         o = self.cfg.optim
         self.optimizer = torch.optim.Adam(self.scene.param_groups(), betas=(o.beta1, o.beta2),
                                           eps=o.eps)
-        self._base_lrs = [group["lr"] for group in self.optimizer.param_groups]
+        # each group's rate at the first step and, where it decays, at the last
+        self._base_lrs = [(group["lr"], group.get("lr_final"))
+                          for group in self.optimizer.param_groups]
         self._named_params = self.scene.named_parameters()
         g = self.cfg.guidance
         self.schedule = TimestepSchedule(g.schedule, g.t_min, g.t_max, g.t_max_end, g.t_min_end,
@@ -126,6 +128,7 @@ class Trainer:
         if fault is None:
             self.scene.after_step(self.step, self.optimizer)
         self.scene.set_step(self.step)
+        self._apply_lrs()
         t_fraction = float(t.float().mean()) / self.prior.n_train_steps
         return StepStats(self.step, float(loss.detach()), t_fraction, mode, targets[0].view,
                          out.n_samples, fault, terms)
@@ -159,8 +162,17 @@ class Trainer:
 
     def set_lr_scale(self, scale: float) -> None:
         self.lr_scale = scale
-        for group, base in zip(self.optimizer.param_groups, self._base_lrs):
-            group["lr"] = base * scale
+        self._apply_lrs()
+
+    def _apply_lrs(self) -> None:
+        """Each group's rate at this step: ``lr * lr_scale``, or where the group names an
+        ``lr_final``, ``lr * (lr_final / lr) ** progress * lr_scale`` (3DGS's exponential
+        decay of the positions' rate, from ``lr`` at the first step to ``lr_final`` at the
+        last)."""
+        p = self.progress
+        for group, (start, final) in zip(self.optimizer.param_groups, self._base_lrs):
+            rate = start if final is None else start * (final / start) ** p
+            group["lr"] = rate * self.lr_scale
 
     def state_dict(self) -> dict:
         """Everything the next step depends on besides the scene: step, optimiser, RNG."""
