@@ -161,14 +161,14 @@ def _summary(rows: list[dict]) -> str:
 def _comparison(rows: list[dict], base: str = "nerf") -> str:
     """Each other representation against ``base``, prompt by prompt, from the same bench:
     IoU, colour error and Chamfer side by side and the ratio of training times."""
-    reps = list(dict.fromkeys(r["representation"] for r in rows))
+    groups = {(rep, prompt): mine for rep, prompt, mine in _groups(rows)}
+    reps = list(dict.fromkeys(rep for rep, _ in groups))
     if base not in reps or len(reps) < 2:
         return ""
     table = []
     for rep in (r for r in reps if r != base):
-        for prompt in dict.fromkeys(r["prompt"] for r in rows):
-            a = [r for r in rows if r["representation"] == base and r["prompt"] == prompt]
-            b = [r for r in rows if r["representation"] == rep and r["prompt"] == prompt]
+        for prompt in dict.fromkeys(prompt for _, prompt in groups):
+            a, b = groups.get((base, prompt)), groups.get((rep, prompt))
             if not a or not b:
                 continue
             table.append([

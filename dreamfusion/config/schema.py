@@ -76,7 +76,7 @@ class GaussianConfig:
     backend: str = "auto"
     # classic: 3DGS's 0.3 px^2 screen filter, which widens a small Gaussian more at a low
     # resolution than at a high one | antialiased: with gsplat's opacity compensation
-    # sqrt(det Sigma' / det(Sigma' + 0.3 I)), so a render at any size covers the same area
+    # sqrt(det Sigma_2D / det(Sigma_2D + 0.3 I)), so a render at any size covers the same area
     rasterize_mode: str = "classic"
     densify: DensifyConfig = field(default_factory=DensifyConfig)
     lr: GaussianLRConfig = field(default_factory=GaussianLRConfig)
