@@ -140,6 +140,15 @@ CASES = [
      "config gaussians.backend: gsplat needs a CUDA device"),
     (["run", "a red cube", "--config", "toy-gaussians", "regularizers.orientation=1"],
      "config regularizers.orientation: is the NeRF's"),
+    # multi-view guidance
+    (["run", "a yellow duck", "--config", "toy-multiview", "prompt.view_dependent=true",
+      "prompt.perp_neg=true"], "config prompt.perp_neg: is for single-view priors"),
+    (["run", "a red cube", "--config", "mvdream-sd21", "guidance.model=x",
+      "camera.views_per_sample=2"], "config camera.views_per_sample: must be 4"),
+    (["run", "a red cube", "--config", "mvdream-sd21"], "guidance.model"),
+    (["run", "a red cube", "guidance.checkpoint=x.pt"], "is read by the mvdream prior only"),
+    (["run", "a red cube", "camera.views_per_sample=17"], "camera.views_per_sample"),
+    (["run", "a red cube", "guidance.loss=x0"], "config guidance.loss: must be one of sds, recon"),
     # config files
     (["run", "a red cube", "--config", "nope.yaml"], "not found"),
     (["run", "a red cube", "--config", "."], "is not a file"),

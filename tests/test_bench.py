@@ -59,13 +59,19 @@ def test_bench_refuses_a_bad_prompt_before_any_run(tmp_path, capsys):
 
 def test_bench_remedies_writes_one_row_per_remedy(fast_overrides, tmp_path):
     args = ["bench", "remedies", "--seeds", "0", "--variants", "plain prompt",
-            "interpolated + Perp-Neg", "--results", str(tmp_path / "res"),
+            "interpolated + Perp-Neg", "multi-view prior", "--results", str(tmp_path / "res"),
             "--runs", str(tmp_path / "runs"), *fast_overrides]
     assert main(args) == 0
     table = (tmp_path / "res" / "remedies.md").read_text()
     rows = json.loads((tmp_path / "res" / "remedies.json").read_text())["rows"]
-    assert [r["variant"] for r in rows] == ["plain prompt", "interpolated + Perp-Neg"]
+    assert [r["variant"] for r in rows] == ["plain prompt", "interpolated + Perp-Neg",
+                                            "multi-view prior"]
     assert "| plain prompt | 1 |" in table and "| interpolated + Perp-Neg | 1 |" in table
+    # the cost table: views per step, and steps/s from each run's own timing
+    assert "| multi-view prior | 4 | " in table and "| plain prompt | 1 | " in table
+    assert [r["views_per_sample"] for r in rows] == [1, 1, 4]
+    multiview = (tmp_path / "runs" / "multi-view-prior-seed0" / "config.yaml").read_text()
+    assert "prior: toy_multiview" in multiview and "views_per_sample: 4" in multiview
     assert all(0.0 <= r["janus"] <= 1.0 and "side_iou" in r for r in rows)
     saved = (tmp_path / "runs" / "interpolated-perp-neg-seed0" / "config.yaml").read_text()
     assert "perp_neg: true" in saved and "interpolate: true" in saved
@@ -144,13 +150,15 @@ def test_bench_gpu_runs_every_part_with_tiny_models_on_a_cpu(tmp_path, monkeypat
     assert report["tests"]["exit_code"] == 0 and "skipped" in report["tests"]["summary"]
     assert [r["backend"] for r in report["backends"]][:2] == ["torch", "torch, analytic normals"]
     assert report["sds_step"]["steps_per_second"] > 0
+    assert report["mvdream_step"]["views"] == 4 and report["mvdream_step"]["steps_per_second"] > 0
     nerf, gaussians = report["sd_runs"]
     assert (nerf["config"], gaussians["config"]) == ("dreamfusion-sd", "dreamgaussian-sd")
     assert nerf["steps"] == 3 and {"model.glb", "model.obj"} <= set(nerf["exported"])
     assert {"model.glb", "model.ply"} <= set(gaussians["exported"])
     assert gaussians["backend"] in ("cpp", "torch")
     text = (tmp_path / "speed_cpu_tiny.md").read_text()
-    for heading in ("## CUDA-only tests", "## Backends", "## SD-sized SDS step", "## `dreamfusion run`"):
+    for heading in ("## CUDA-only tests", "## Backends", "## SD- and MVDream-sized SDS steps",
+                    "## `dreamfusion run`", "| MVDream | cpu | float32 | 4 x 16x16"):
         assert heading in text
 
 

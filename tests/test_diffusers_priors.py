@@ -63,7 +63,7 @@ def test_batched_guidance_matches_separate_predictions(tiny_sd, tmp_path):
     eps_p, eps_u, eps_n = prior.predict_noise_many(x_t, t, conds)     # one UNet call
     for batched, c in zip((eps_p, eps_u, eps_n), conds):
         assert torch.allclose(batched, prior.predict_noise(x_t, t, c), atol=1e-5)
-    got = guided_noise(prior, x_t, t, Condition(pos, prior.unconditional(), [(neg, 0.7)]), 100.0)
+    got = guided_noise(prior, x_t, t, Condition(pos, prior.unconditional(), [(neg, 0.7)]), 100.0).eps
     d = eps_p - eps_u
     dn = eps_n - eps_u
     perp = dn - (dn * d).sum() / (d * d).sum() * d

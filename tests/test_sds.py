@@ -45,9 +45,9 @@ def test_classifier_free_guidance_arithmetic(tmp_path):
     eps_u = prior.predict_noise(x_t, t, prior.unconditional())
     assert prior.unconditional().images.shape[0] == 42           # 7 colours x 6 shapes x 1
     both = Condition(cond, prior.unconditional())
-    got = guided_noise(prior, x_t, t, both, 7.5)
+    got = guided_noise(prior, x_t, t, both, 7.5).eps
     assert torch.allclose(got, eps_u + 7.5 * (eps_c - eps_u), atol=1e-6)
-    assert torch.equal(guided_noise(prior, x_t, t, both, 1.0), eps_c)
+    assert torch.equal(guided_noise(prior, x_t, t, both, 1.0).eps, eps_c)
 
 
 def test_perp_neg_removes_only_the_perpendicular_part_of_each_negative(tmp_path):
@@ -61,10 +61,10 @@ def test_perp_neg_removes_only_the_perpendicular_part_of_each_negative(tmp_path)
     dots = (perp.flatten(1) * d_pos.flatten(1)).sum(-1)
     assert torch.allclose(dots, torch.zeros(2), atol=1e-4 * float(d_pos.norm() * d_neg.norm()))
     assert torch.allclose(perp + (d_neg - perp), d_neg)            # perp + parallel = whole
-    got = guided_noise(prior, x_t, t, Condition(pos, prior.unconditional(), [(neg, 0.5)]), 3.0)
+    got = guided_noise(prior, x_t, t, Condition(pos, prior.unconditional(), [(neg, 0.5)]), 3.0).eps
     assert torch.allclose(got, eps_u + 3.0 * (d_pos - 0.5 * perp), atol=1e-5)
     # a negative parallel to the positive direction changes nothing
-    same = guided_noise(prior, x_t, t, Condition(pos, prior.unconditional(), [(pos, 2.0)]), 3.0)
+    same = guided_noise(prior, x_t, t, Condition(pos, prior.unconditional(), [(pos, 2.0)]), 3.0).eps
     assert torch.allclose(same, eps_u + 3.0 * d_pos, atol=1e-5)
 
 
@@ -116,3 +116,13 @@ def test_time_prioritized_is_monotone_and_lingers_near_its_centre():
     assert near > 50                      # most of the run is spent within one sigma of mu
     # the anneal keeps t_min fixed unless t_min_end is given
     assert TimestepSchedule("anneal_linear", 0.02, 0.98, 0.5).range_at(1.0) == (0.02, 0.5)
+
+
+def test_annealing_can_end_before_the_run_does():
+    """threestudio-mvdream anneals t over the first 8000 of 10000 steps (anneal_end 0.8)."""
+    early = TimestepSchedule("anneal_linear", 0.97, 0.98, 0.5, 0.02, anneal_end=0.8)
+    whole = TimestepSchedule("anneal_linear", 0.97, 0.98, 0.5, 0.02)
+    assert early.range_at(0.4) == pytest.approx(whole.range_at(0.5))
+    assert early.range_at(0.8) == pytest.approx((0.02, 0.5))
+    assert early.range_at(0.95) == pytest.approx((0.02, 0.5))
+    assert early.range_at(0.0) == pytest.approx((0.97, 0.98))

@@ -6,7 +6,8 @@ marcher backends, gsplat against the PyTorch rasteriser); each backend against t
 reference (``bench speed``: nerfacc and our marcher, the PyTorch hash grid, tiny-cuda-nn
 where it imports, gsplat for 10k and 50k Gaussians); one SDS step through an SD
 2.1-base-sized UNet and VAE with random weights in fp16 at DreamFusion's setting (64x64 render
--> 512 -> 64x64 latent, batch 1, guidance 100); and ``dreamfusion run`` with
+-> 512 -> 64x64 latent, batch 1, guidance 100), and one through an MVDream-sized one (the
+same with its camera MLP and multi-view attention: 4 views of 256x256, guidance 50); and ``dreamfusion run`` with
 ``dreamfusion-sd.yaml`` (a NeRF) and ``dreamgaussian-sd.yaml`` (3D Gaussians) for
 ``--run-steps`` steps each on a random SD 2.1-base written to disk in the published layout
 (so loading is on the path too), exporting their meshes. ``--tiny`` swaps in tiny models and sizes,
@@ -154,6 +155,10 @@ def run_gpu_bench(device: str, run_steps: int, sd_steps: int, tiny: bool, tests:
 
     report["sds_step"] = time_sds_step(torch.device(device), sd_steps, 64 if not tiny else 16,
                                        512 if not tiny else 32, 100.0, tiny=tiny)
+    print("MVDream-sized SDS step ...", flush=True)
+    # threestudio-mvdream's second phase: four 256x256 views, guidance 50
+    report["mvdream_step"] = time_sds_step(torch.device(device), sd_steps, 256 if not tiny else 16,
+                                           256 if not tiny else 32, 50.0, tiny=tiny, views=4)
     report["sd_runs"] = []
     with tempfile.TemporaryDirectory() as tmp:
         for config in RUN_CONFIGS:
@@ -175,13 +180,14 @@ def _markdown(r: dict, speed_table: str) -> str:
     tests_text = ("not run (--skip-tests)" if tests is None else
                   f"`{' '.join(CUDA_TESTS)}`: {tests['summary']}" +
                   "".join(f"\n- {s}" for s in tests.get("skipped", [])))
-    s = r["sds_step"]
     step = markdown_table(
-        ["device", "dtype", "render -> VAE input -> latent", "guidance", "SDS steps/s",
-         "peak memory GB"],
-        [[s["device"], s["dtype"], f"{s['render']}x{s['render']} -> {s['render_size']} -> "
-          f"{s['latent']}", f"{s['guidance_scale']:g}", f"{s['steps_per_second']:.2f}",
-          f"{s['peak_memory_gb']:.2f} ({s['memory_kind']})"]])
+        ["model", "device", "dtype", "views x render -> VAE input -> latent", "guidance",
+         "SDS steps/s", "peak memory GB"],
+        [[name, s["device"], s["dtype"], f"{s.get('views', 1)} x {s['render']}x{s['render']} -> "
+          f"{s['render_size']} -> {s['latent']}", f"{s['guidance_scale']:g}",
+          f"{s['steps_per_second']:.2f}", f"{s['peak_memory_gb']:.2f} ({s['memory_kind']})"]
+         for name, s in (("SD 2.1-base", r["sds_step"]), ("MVDream", r.get("mvdream_step")))
+         if s is not None])
     runs = markdown_table(
         ["config", "steps", "steps/s", "train s", "peak memory GB", "backend", "exported"],
         [[run["config"], run["steps"], f"{run['steps_per_second']:.2f}",
@@ -190,6 +196,7 @@ def _markdown(r: dict, speed_table: str) -> str:
     body = speed_table.split("\n", 2)[2] if speed_table.startswith("# ") else speed_table
     return (f"# GPU check\n\nCommand: `{r['command']}` ({r['seconds']:.0f} s)\n\n"
             f"Machine: {r['machine']}\n\n## CUDA-only tests\n\n{tests_text}\n\n"
-            f"## Backends\n{body}\n## SD-sized SDS step (random SD 2.1-base weights)\n\n"
+            f"## Backends\n{body}\n## SD- and MVDream-sized SDS steps (random SD 2.1-base "
+            f"weights; MVDream's with its camera MLP)\n\n"
             f"{step}\n\n## `dreamfusion run` on random SD 2.1-base weights (written and loaded "
             f"from disk)\n\n{runs}\n")

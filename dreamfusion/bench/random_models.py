@@ -108,3 +108,33 @@ def save_random_stable_diffusion(folder: Path, configs: dict, seed: int = 0,
              "feature_extractor": [None, None], "requires_safety_checker": False}
     (folder / "model_index.json").write_text(json.dumps(index, indent=2), encoding="utf-8")
     return folder
+
+
+def save_random_mvdream_checkpoint(path: Path, params: dict, seed: int = 0,
+                                   dtype: torch.dtype = torch.float32) -> Path:
+    """MVDream's original checkpoint with random weights: a pickled state dict whose UNet
+    tensors lie under ``model.diffusion_model.`` with MVDream's LDM names (the camera MLP
+    as ``camera_embed.0`` and ``camera_embed.2``), for LDM ``MultiViewUNetModel`` ``params``."""
+    from diffusers import UNet2DConditionModel
+
+    from ..guidance.diffusion.mvdream import LDM_PREFIX, ldm_unet_keys, unet_config
+
+    torch.manual_seed(seed)
+    config = unet_config(params)
+    state = {k: v.to(dtype) for k, v in UNet2DConditionModel(**config).state_dict().items()}
+    names = ldm_unet_keys(state, config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({LDM_PREFIX + names[k]: v.contiguous() for k, v in state.items()}, path)
+    return path
+
+
+def write_ldm_config(path: Path, params: dict) -> Path:
+    """An LDM yaml in the layout of MVDream's ``configs/sd-v2-base.yaml`` (its UNet part)."""
+    from omegaconf import OmegaConf
+
+    target = "mvdream.ldm.modules.diffusionmodules.openaimodel.MultiViewUNetModel"
+    cfg = {"model": {"target": "mvdream.ldm.interface.LatentDiffusionInterface",
+                     "params": {"unet_config": {"target": target, "params": dict(params)}}}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(OmegaConf.create(cfg), path)
+    return path

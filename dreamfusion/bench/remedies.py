@@ -2,12 +2,14 @@
 duck, whose front (head and beak at +X) and ground truth are known."""
 from __future__ import annotations
 
+import json
 import re
 import statistics
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from ..choices import TOY_PRIORS
 from ..config import load_config
 from ..errors import UserError
 from ..guidance.toy.world import SHAPES
@@ -18,6 +20,7 @@ from ..utils.atomic import write_text
 from .tables import markdown_table
 from .toy import Progress, finished, machine, run_once, write_figures
 
+MULTIVIEW = ("guidance.prior=toy_multiview", "camera.views_per_sample=4")
 # each remedy is a set of overrides on the config (configs/toy.yaml unless --config)
 VARIANTS: dict[str, tuple[str, ...]] = {
     "plain prompt": ("prompt.view_dependent=false",),
@@ -32,7 +35,15 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "view prompts + Perp-Neg, anneal_sqrt t": ("prompt.view_dependent=true",
                                                "prompt.perp_neg=true",
                                                "guidance.schedule=anneal_sqrt"),
+    # the toy world's multi-view prior (configs/toy-multiview.yaml): 4 views of one object per
+    # step, denoised together, for half the steps at half the rate
+    "multi-view prior": ("prompt.view_dependent=false", *MULTIVIEW),
+    "multi-view prior + view prompts": ("prompt.view_dependent=true", *MULTIVIEW),
 }
+# a remedy's settings that --overrides may change (a test's step count), applied before them
+BASES: dict[str, tuple[str, ...]] = {
+    name: ("steps=500", "optim.lr=0.005") for name in VARIANTS if name.startswith("multi-view")}
+IOU_TARGET = 0.90       # the cost table's "time to the same IoU"
 METRICS = (
     'IoU: silhouette IoU against the truth at 8 azimuths x 2 elevations (15 and 40 deg; whole'
     ' object) and at the two side views (+-90 deg), where a front-biased prior most often '
@@ -41,6 +52,13 @@ METRICS = (
     "one that faces backwards. Head volume: that solid over the true head's, to show a head "
     "was made at all. Means over seeds, with the worst seed in brackets. 'view prompts' with "
     "uniform t is DreamFusion's setting and our default.")
+
+
+COST = (
+    "Steps per second of training (the multi-view prior renders 4 views a step, the others 1), "
+    f"and how soon the IoU at the evaluation cameras first reaches {IOU_TARGET:.2f} "
+    "(evaluated every `output.eval_every` steps): the time to the same IoU, measured in this "
+    "same bench run.")
 
 
 def _cell(values: list[float], worst) -> str:
@@ -74,6 +92,39 @@ def _table(rows: list[dict]) -> str:
                            "side IoU vs plain", "side IoU vs view prompts", "train s"], out)
 
 
+def _settings(name: str) -> tuple[str, ...]:
+    return (*BASES.get(name, ()), *VARIANTS[name])
+
+
+def first_step_at(run_dir: Path, target: float) -> int | None:
+    """The first evaluated step whose silhouette IoU reaches ``target`` (None: never)."""
+    path = run_dir / "metrics.jsonl"
+    for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
+        row = json.loads(line)
+        if row.get("eval_silhouette_iou", -1.0) >= target:
+            return int(row["step"])
+    return None
+
+
+def _cost_table(rows: list[dict]) -> str:
+    """What each remedy costs: steps/s, and the steps and seconds until the IoU first
+    reaches ``IOU_TARGET`` (means over the seeds that reach it)."""
+    out = []
+    for name in dict.fromkeys(r["variant"] for r in rows):
+        rs = [r for r in rows if r["variant"] == name]
+        rate = statistics.mean(r["steps"] / r["train_seconds"] for r in rs)
+        reached = [r for r in rs if r["steps_to_target"] is not None]
+        steps = statistics.mean(r["steps_to_target"] for r in reached) if reached else None
+        seconds = (statistics.mean(r["steps_to_target"] * r["train_seconds"] / r["steps"]
+                                   for r in reached) if reached else None)
+        out.append([name, rs[0]["views_per_sample"], f"{rate:.1f}",
+                    f"{len(reached)} of {len(rs)}", "-" if steps is None else f"{steps:.0f}",
+                    "-" if seconds is None else f"{seconds:.0f}"])
+    return markdown_table(["remedy", "views per step", "steps/s",
+                           f"seeds reaching IoU {IOU_TARGET:.2f}", "steps to it", "seconds to it"],
+                          out)
+
+
 def _plot(rows: list[dict], results: Path) -> str:
     """The ablation at a glance: IoU, side-view IoU and Janus per remedy (mean, worst seed)."""
     from .figures import plot_bars
@@ -95,8 +146,8 @@ def run_remedies_bench(config: str, overrides: list[str], prompt: str, seeds: li
     for name in names:           # every bad input is refused before the first run
         if name not in VARIANTS:
             raise UserError(f"unknown remedy {name!r}; known: {', '.join(VARIANTS)}")
-        cfgs[name] = load_config(config, [*overrides, *VARIANTS[name]])
-        if cfgs[name].guidance.prior != "toy":
+        cfgs[name] = load_config(config, [*BASES.get(name, ()), *overrides, *VARIANTS[name]])
+        if cfgs[name].guidance.prior not in TOY_PRIORS:
             raise UserError("bench remedies needs the toy prior: only it has a ground truth")
         prepare(prompt, cfgs[name], root_check=False)
         if not SHAPES[build_prior(cfgs[name]).parse(prompt).shape].has_front:
@@ -108,7 +159,9 @@ def run_remedies_bench(config: str, overrides: list[str], prompt: str, seeds: li
             run_dirs.append(Path(runs) / f"{slug}-seed{seed}")
             trained = not finished(run_dirs[-1])
             row = run_once(cfgs[name], prompt, seed, run_dirs[-1])
-            rows.append({"variant": name, **row})
+            rows.append({"variant": name, **row,
+                         "views_per_sample": cfgs[name].camera.views_per_sample,
+                         "steps_to_target": first_step_at(run_dirs[-1], IOU_TARGET)})
             print(progress.line(f"{name} seed {seed}: IoU {row['silhouette_iou']:.3f} side "
                                 f"{row['side_iou']:.3f} Janus {row['janus']:.3f}", trained),
                   flush=True)
@@ -118,11 +171,12 @@ def run_remedies_bench(config: str, overrides: list[str], prompt: str, seeds: li
                f"{' '.join(map(str, seeds))} --runs {runs} {' '.join(overrides)}").strip()
     body = (f"# Janus and noise-schedule remedies on the toy world\n\nCommand: `{command}`\n\n"
             f"Machine: {machine()}\n\n{METRICS}\n\n" + "Overrides per remedy: " +
-            "; ".join(f"{n}: `{' '.join(VARIANTS[n])}`" for n in names) + "\n\n" + _table(rows)
-            + "\n\n## Figures\n\n" + "\n\n".join(figures) + "\n")
+            "; ".join(f"{n}: `{' '.join(_settings(n))}`" for n in names) + "\n\n" + _table(rows)
+            + f"\n\n## Cost\n\n{COST}\n\n" + _cost_table(rows) + "\n\n## Figures\n\n"
+            + "\n\n".join(figures) + "\n")
     write_text(Path(results) / "remedies.md", body)
     write_json(Path(results) / "remedies.json", {
-        "command": command, "machine": machine(), "variants": {n: VARIANTS[n] for n in names},
+        "command": command, "machine": machine(), "variants": {n: _settings(n) for n in names},
         "config": OmegaConf.to_container(cfgs[names[0]]), "rows": rows})
     print(_table(rows))
     return rows

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import torch
 
+from ..guidance.diffusion.mvdream import MVDreamPrior
 from ..guidance.diffusion.prior import DiffusersSettings
 from ..guidance.diffusion.stable_diffusion import StableDiffusionPrior
 from ..guidance.sds import Condition, sds_loss
 from ..pipeline.artifacts import write_json
 from ..pipeline.inputs import select_device
+from ..rendering.cameras import sample_cameras
 from ..utils.atomic import write_text
 from .measure import peak_memory_gb, synchronize
 from .tables import markdown_table
@@ -42,25 +44,48 @@ def random_sd21_base(device: torch.device, render_size: int, half: bool,
     return StableDiffusionPrior(settings, unet, scheduler, vae)
 
 
+def random_mvdream(device: torch.device, render_size: int, half: bool,
+                   tiny: bool = False) -> MVDreamPrior:
+    """MVDream's UNet (SD 2.1-base's with the camera MLP) and SD 2.1's VAE, random weights."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+
+    from .random_models import TINY, public_config
+
+    cfg = TINY if tiny else sd21_base_configs()
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel.from_config({**public_config(cfg["unet"]),
+                                             "class_embed_type": "projection",
+                                             "projection_class_embeddings_input_dim": 16})
+    vae = AutoencoderKL.from_config(public_config(cfg["vae"]))
+    scheduler = DDPMScheduler.from_config(public_config(cfg["scheduler"]))
+    settings = DiffusersSettings("random MVDream", Path("random-mvdream"), device, half,
+                                 render_size, None)
+    return MVDreamPrior(settings, unet, scheduler, vae)
+
+
 def time_sds_step(device: torch.device, steps: int, render: int, render_size: int,
-                  guidance_scale: float, tiny: bool = False) -> dict:
+                  guidance_scale: float, tiny: bool = False, views: int = 1) -> dict:
     """Mean time of ``steps`` SDS steps (after a warm-up) through a random SD 2.1-base
-    (fp16 on CUDA, fp32 on the CPU)."""
+    (fp16 on CUDA, fp32 on the CPU); ``views=4``: through a random MVDream, four views of one
+    object with their cameras per step."""
     built = time.perf_counter()
-    prior = random_sd21_base(device, render_size, half=True, tiny=tiny)
+    prior = (random_sd21_base(device, render_size, half=True, tiny=tiny) if views == 1
+             else random_mvdream(device, render_size, half=True, tiny=tiny))
     build_s = time.perf_counter() - built
     n_unet = sum(p.numel() for p in prior.unet.parameters())
     n_vae = sum(p.numel() for p in prior.vae.parameters())
     hidden = prior.unet.config.cross_attention_dim
     g = torch.Generator().manual_seed(0)
-    cond = Condition(torch.randn(1, 77, hidden, generator=g).to(device),
-                     torch.randn(1, 77, hidden, generator=g).to(device))
+    cond = Condition(torch.randn(views, 77, hidden, generator=g).to(device),
+                     torch.randn(views, 77, hidden, generator=g).to(device))
     # the render stands in for the NeRF's output: this times the guidance alone
-    image = torch.rand(1, 3, render, render, generator=g).to(device).requires_grad_(True)
+    image = torch.rand(views, 3, render, render, generator=g).to(device).requires_grad_(True)
+    cameras = sample_cameras(1, (0.0, 30.0), (-180.0, 180.0), (1.5, 2.0), (40.0, 40.0), g,
+                             views=views)
 
     def step() -> None:
-        t = torch.randint(20, 980, (1,), generator=g)
-        sds_loss(prior, image, t, cond, guidance_scale).loss.backward()
+        t = torch.randint(20, 980, (1,), generator=g).repeat(views)
+        sds_loss(prior, image, t, cond, guidance_scale, cameras=cameras).loss.backward()
         image.grad = None
 
     step()                                   # warm-up: allocator, kernels, lazy init
@@ -75,7 +100,8 @@ def time_sds_step(device: torch.device, steps: int, render: int, render_size: in
     mean = sum(times) / len(times)
     return {"machine": machine(), "device": str(device) if device.type == "cpu"
             else torch.cuda.get_device_name(device), "dtype": str(prior.dtype).replace("torch.", ""),
-            "render": render, "render_size": render_size, "latent": render_size // prior.downsampling,
+            "views": views, "render": render, "render_size": render_size,
+            "latent": render_size // prior.downsampling,
             "guidance_scale": guidance_scale, "unet_params_m": round(n_unet / 1e6, 1),
             "vae_params_m": round(n_vae / 1e6, 1), "steps_timed": steps,
             "seconds_per_step": round(mean, 3), "steps_per_second": round(1.0 / mean, 4),

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from ..choices import TOY_PRIORS
 from ..config import load_config
 from ..errors import UserError
 from ..pipeline.inputs import prepare, slugify
@@ -284,7 +285,7 @@ def main(args) -> int:
     if len(set(reps)) != len(reps):
         raise UserError(f"bench toy takes one config per representation; --config "
                         f"{' '.join(args.config)} has {', '.join(reps)}")
-    if any(cfg.guidance.prior != "toy" for cfg in configs.values()):
+    if any(cfg.guidance.prior not in TOY_PRIORS for cfg in configs.values()):
         raise UserError("bench toy scores against the toy world: give configs with "
                         "guidance.prior=toy")
     given = "" if args.prompts is None else " --prompts " + " ".join(repr(p) for p in args.prompts)

@@ -82,6 +82,9 @@ RANGES: dict[str, Range] = {
     "guidance.tp_mu": _UNIT, "guidance.tp_sigma": _positive(10),
     "guidance.render_size": Range(8, 4096), "guidance.references": Range(1, 4096),
     "guidance.uncond_per_caption": Range(1, 1024), "guidance.front_bias": _UNIT,
+    "guidance.recon_std_rescale": _UNIT, "guidance.anneal_end": _positive(1),
+    "guidance.camera_sigma": Range(0.1, 360),
+    "camera.views_per_sample": Range(1, 16),
     # not a resource: any float32 a user may try (a test diverges a run with 1e30)
     "optim.lr": _positive(1e30), "optim.lr_grid_scale": _positive(1000),
     "optim.beta1": Range(0, 1), "optim.beta2": Range(0, 1), "optim.eps": _positive(1),
@@ -123,7 +126,7 @@ def _gaussian_needs(cfg: DictConfig) -> dict[str, int]:
     (14 parameters and 3 statistics each), one training step's Gaussian-pixel pairs (at
     least 16 per pixel, 24 floats each kept for backward), renders and the export grid."""
     o = cfg.output
-    pixels = cfg.batch_size * cfg.height * cfg.width
+    pixels = cfg.batch_size * cfg.camera.views_per_sample * cfg.height * cfg.width
     render_pixels = max(4 * o.val_size ** 2, o.turntable_frames * o.turntable_size ** 2)
     floats = {
         "Gaussians with gradients and Adam state": cfg.gaussians.max_count * (4 * 14 + 3),
@@ -150,7 +153,7 @@ def memory_needs(cfg: DictConfig) -> dict[str, int]:
     else:
         per_sample *= 3                         # the double backward of analytic normals
     samples_per_ray = max(1, math.ceil(2 * n.blob_radius / cfg.marcher.step_size))
-    rays = cfg.batch_size * cfg.height * cfg.width
+    rays = cfg.batch_size * cfg.camera.views_per_sample * cfg.height * cfg.width
     o = cfg.output
     render_rays = max(4 * o.val_size ** 2, o.turntable_frames * o.turntable_size ** 2)
     floats = {
@@ -184,4 +187,5 @@ def memory_problem(cfg: DictConfig, available: int, where: str) -> str | None:
              else "nerf.grid.table_size_log2, nerf.hidden")
     return (f"this config needs about {peak / GIB:.1f} GiB ({parts} GiB), more than the "
             f"{available / GIB:.1f} GiB of {where} memory; lower height, width, batch_size, "
+            f"camera.views_per_sample, "
             f"{model} or export.resolution")

@@ -100,6 +100,11 @@ class CameraConfig:
     azimuth: List[float] = field(default_factory=lambda: [-180.0, 180.0])
     distance: List[float] = field(default_factory=lambda: [1.0, 1.5])
     fov: List[float] = field(default_factory=lambda: [40.0, 70.0])
+    # K views of each object per sample, at azimuths 360/K apart from a random base, with one
+    # elevation, distance and fov (MVDream: 4); a multi-view prior takes exactly its K
+    views_per_sample: int = 1
+    # distance scaled by 1 / tan(fov / 2): the object fills the same share of every frame
+    relative_distance: bool = False
 
 
 @dataclass
@@ -150,7 +155,12 @@ class PromptConfig:
 
 @dataclass
 class GuidanceConfig:
-    prior: str = "toy"                    # toy | stable_diffusion | deepfloyd_if
+    # toy | toy_multiview | stable_diffusion | deepfloyd_if | mvdream
+    prior: str = "toy"
+    # sds: w(t) (eps_hat - eps) | recon: MVDream's x0 reconstruction, 0.5 |x - x0_hat|^2 with
+    # x0_hat from the guided eps, its std rescaled towards the unguided one's by recon_std_rescale
+    loss: str = "sds"
+    recon_std_rescale: float = 0.5
     guidance_scale: float = 100.0
     weighting: str = "sds"                # sds | uniform | snr_sqrt
     grad_clip: Optional[float] = None
@@ -161,16 +171,24 @@ class GuidanceConfig:
     t_min_end: Optional[float] = None     # None: t_min stays put while t_max anneals
     tp_mu: float = 0.5                    # time_prioritized: where t lingers
     tp_sigma: float = 0.25
+    anneal_end: float = 1.0               # the share of the run over which annealed t ranges move
     # diffusers priors only
     model: str = ""                       # hub id or local folder in diffusers format
     render_size: Optional[int] = None     # renders are resized to this (SD: before the VAE);
                                           # None: the UNet's sample_size x the VAE's factor
     half_precision: bool = True           # fp16 weights on CUDA (always fp32 on the CPU)
     text_cache: bool = True               # cache text embeddings on disk, keyed by model and prompt
+    # mvdream only: MVDream's original checkpoint (sd-v2.1-base-4view.pt, LDM key layout), whose
+    # UNet replaces the one of guidance.model (SD 2.1-base: VAE, text encoder, tokenizer, scheduler)
+    checkpoint: str = ""
+    checkpoint_config: str = ""           # its LDM yaml; empty: MVDream's SD 2.1 architecture
     # toy prior only
     references: int = 128
     uncond_per_caption: int = 8
     front_bias: float = 0.8
+    # toy_multiview only: the width (degrees) of the kernel over base cameras that conditions
+    # the reference tuples on the render's cameras
+    camera_sigma: float = 8.0
     cache_dir: str = ""                   # empty: $DREAMFUSION_CACHE or ~/.cache/dreamfusion
 
 

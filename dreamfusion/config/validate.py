@@ -10,8 +10,9 @@ import math
 
 from omegaconf import DictConfig, ListConfig
 
-from ..choices import (BACKENDS, MARCHERS, NORMALS, PRIORS, REPRESENTATIONS, SCHEDULES,
-                       RASTERIZE_MODES, SPLAT_BACKENDS, WEIGHTINGS)
+from ..choices import (BACKENDS, GUIDANCE_LOSSES, MARCHERS, MULTIVIEW_PRIORS, NORMALS, PRIORS,
+                       RASTERIZE_MODES, REPRESENTATIONS, SCHEDULES, SPLAT_BACKENDS, TOY_PRIORS,
+                       WEIGHTINGS)
 from ..errors import UserError
 from .limits import PAIR_RANGES, RANGES
 from .text import bad_character
@@ -80,12 +81,14 @@ def validate(cfg: DictConfig) -> None:
            f"albedo + lambertian + textureless must be probabilities summing to 1, got {probs}")
     _check(len(cfg.background.color) == 3 and all(0 <= c <= 1 for c in cfg.background.color),
            "background.color", "must be three values in [0, 1]")
-    _check(g.prior == "toy" or g.model.strip() != "", "guidance.model",
+    _check(g.prior in TOY_PRIORS or g.model.strip() != "", "guidance.model",
            f"is needed by the {g.prior} prior: a hub id or a local folder in diffusers format")
     _check(0.0 < g.t_min < g.t_max < 1.0, "guidance.t_min",
            f"need 0 < t_min < t_max < 1, got t_min={g.t_min}, t_max={g.t_max}")
-    _check(g.t_min <= g.t_max_end <= g.t_max, "guidance.t_max_end",
-           f"must lie in [t_min, t_max], got {g.t_max_end}")
+    # where t_min moves too, t_max may end below where t_min starts
+    floor, floor_name = (g.t_min, "t_min") if g.t_min_end is None else (g.t_min_end, "t_min_end")
+    _check(floor <= g.t_max_end <= g.t_max, "guidance.t_max_end",
+           f"must lie in [{floor_name}, t_max], got {g.t_max_end}")
     _check(g.t_min_end is None or 0.0 < g.t_min_end <= g.t_max_end, "guidance.t_min_end",
            f"must lie in (0, t_max_end], got {g.t_min_end}")
     _check(len(cfg.prompt.views) > 0, "prompt.views", "needs at least one view rule")
@@ -94,6 +97,24 @@ def validate(cfg: DictConfig) -> None:
     _validate_geometry(cfg)
     _validate_regularizers(cfg)
     _validate_gaussians(cfg)
+    _validate_multiview(cfg)
+
+
+def _validate_multiview(cfg: DictConfig) -> None:
+    g = cfg.guidance
+    if g.prior in MULTIVIEW_PRIORS:
+        _check(not cfg.prompt.perp_neg, "prompt.perp_neg",
+               f"is for single-view priors: the {g.prior} prior denoises the views together; "
+               f"set prompt.perp_neg=false")
+    if g.prior == "mvdream":
+        _check(cfg.camera.views_per_sample == 4, "camera.views_per_sample",
+               f"must be 4 with the mvdream prior (its published weights were trained on 4 "
+               f"views 90 degrees apart), got {cfg.camera.views_per_sample}")
+    for key in ("checkpoint", "checkpoint_config"):
+        _check(not g[key].strip() or g.prior == "mvdream", f"guidance.{key}",
+               f"is read by the mvdream prior only (guidance.prior is {g.prior})")
+    _check(g.checkpoint.strip() or not g.checkpoint_config.strip(), "guidance.checkpoint_config",
+           "describes guidance.checkpoint, which is not set")
 
 
 def _validate_gaussians(cfg: DictConfig) -> None:
@@ -122,6 +143,7 @@ def _choices(cfg: DictConfig) -> None:
                          ("gaussians.backend", SPLAT_BACKENDS),
                          ("gaussians.rasterize_mode", RASTERIZE_MODES),
                          ("guidance.weighting", WEIGHTINGS), ("guidance.schedule", SCHEDULES),
+                         ("guidance.loss", GUIDANCE_LOSSES),
                          ("background.kind", ("solid", "learned")),
                          ("device", ("cpu", "cuda", "auto"))):
         value = _get(cfg, key)

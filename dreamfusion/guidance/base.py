@@ -6,6 +6,8 @@ from typing import Any, Sequence
 
 import torch
 
+from ..rendering.cameras import Cameras
+
 
 def scaled_linear_alphas_cumprod(n_steps: int = 1000, beta_start: float = 0.00085,
                                  beta_end: float = 0.012) -> torch.Tensor:
@@ -19,9 +21,15 @@ class Prior(ABC):
 
     A condition is whatever the model conditions on (text embeddings for Stable Diffusion
     and IF, a reference set for the toy world); SDS only passes it back to the prior.
+
+    A multi-view prior (``views = K > 1``: MVDream, the toy world's tuples) denoises the K
+    views of one object as one sample: ``x_t`` is (K, C, H, W), the K views' cameras come
+    with it, and its condition is ``stack`` of the K views' conditions. A single-view prior
+    (``views = 1``) ignores the cameras.
     """
 
     alphas_cumprod: torch.Tensor     # (n_train_steps,), on the CPU
+    views: int = 1
 
     @property
     def n_train_steps(self) -> int:
@@ -40,13 +48,18 @@ class Prior(ABC):
         """Images (B, 3, H, W) in [0, 1] -> the model's space, differentiably."""
 
     @abstractmethod
-    def predict_noise(self, x_t: torch.Tensor, t: torch.Tensor, condition: Any) -> torch.Tensor:
-        """``eps_hat(x_t, t, condition)``."""
+    def predict_noise(self, x_t: torch.Tensor, t: torch.Tensor, condition: Any,
+                      cameras: Cameras | None = None) -> torch.Tensor:
+        """``eps_hat(x_t, t, condition)``; x_t (B, C, H, W), t (B,)."""
 
-    def predict_noise_many(self, x_t: torch.Tensor, t: torch.Tensor,
-                           conditions: Sequence[Any]) -> list[torch.Tensor]:
+    def predict_noise_many(self, x_t: torch.Tensor, t: torch.Tensor, conditions: Sequence[Any],
+                           cameras: Cameras | None = None) -> list[torch.Tensor]:
         """One prediction per condition; models override this to batch them in one call."""
-        return [self.predict_noise(x_t, t, c) for c in conditions]
+        return [self.predict_noise(x_t, t, c, cameras) for c in conditions]
+
+    def stack(self, conditions: Sequence[Any]) -> Any:
+        """A multi-view sample's condition from its K views' own (in view order)."""
+        raise NotImplementedError(f"{type(self).__name__} is a single-view prior")
 
     def release_text_encoder(self) -> None:
         """Every prompt of the run is encoded: a prior may free its text encoder (T5-XXL is

@@ -31,9 +31,10 @@ class TimestepSchedule:
     t_min_end: float | None = None
     tp_mu: float = 0.5
     tp_sigma: float = 0.25
+    anneal_end: float = 1.0     # the share of the run over which t moves, then stays at its end
 
     def range_at(self, progress: float) -> tuple[float, float]:
-        p = min(max(progress, 0.0), 1.0)
+        p = min(max(progress / self.anneal_end, 0.0), 1.0)
         if self.name == "uniform":
             return self.t_min, self.t_max
         if self.name == "time_prioritized":

@@ -8,9 +8,11 @@ from typing import ClassVar
 import torch
 from omegaconf import DictConfig
 
+from ..choices import TOY_PRIORS
 from ..errors import UserError
 from ..export.mesh import auto_threshold
 from ..guidance.base import Prior
+from ..guidance.toy.multiview import ToyMultiviewPrior
 from ..guidance.toy.prior import ReferenceSettings, ToyWorldPrior, views_from_config
 from ..guidance.views import ViewRule
 from ..nerf.field import NeRFField
@@ -115,9 +117,11 @@ def view_rules(cfg: DictConfig) -> tuple[ViewRule, ...]:
 
 def diffusers_prior_class(name: str) -> type:
     from ..guidance.diffusion.deepfloyd_if import DeepFloydIFPrior
+    from ..guidance.diffusion.mvdream import MVDreamPrior
     from ..guidance.diffusion.stable_diffusion import StableDiffusionPrior
 
-    return {"stable_diffusion": StableDiffusionPrior, "deepfloyd_if": DeepFloydIFPrior}[name]
+    return {"stable_diffusion": StableDiffusionPrior, "deepfloyd_if": DeepFloydIFPrior,
+            "mvdream": MVDreamPrior}[name]
 
 
 def resolve_prior_model(cfg: DictConfig) -> Path:
@@ -129,12 +133,16 @@ def resolve_prior_model(cfg: DictConfig) -> Path:
     half = g.half_precision and cfg.device != "cpu" and torch.cuda.is_available()
     folder = resolve_model(g.model.strip(), cls.subfolders, "fp16" if half else None)
     check_pipeline(folder, cls.pipelines, g.prior)
+    for key in ("checkpoint", "checkpoint_config"):
+        path = g.get(key, "").strip()
+        if path and not Path(path).expanduser().is_file():
+            raise UserError(f"config guidance.{key}: no file {path!r}")
     return folder
 
 
 def build_prior(cfg: DictConfig, device: torch.device | None = None) -> Prior:
     g = cfg.guidance
-    if g.prior != "toy":
+    if g.prior not in TOY_PRIORS:
         return _build_diffusers_prior(cfg, device or torch.device("cpu"))
     if cfg.height != cfg.width:
         raise UserError("the toy prior renders square references: set height == width")
@@ -144,7 +152,11 @@ def build_prior(cfg: DictConfig, device: torch.device | None = None) -> Prior:
         light_jitter=cfg.shading.light_jitter, ambient=cfg.shading.ambient,
         diffuse=cfg.shading.diffuse,
         background=tuple(cfg.background.color), front_bias=g.front_bias, views=view_rules(cfg))
-    return ToyWorldPrior(settings, g.uncond_per_caption, Path(g.cache_dir) if g.cache_dir else None)
+    cache = Path(g.cache_dir) if g.cache_dir else None
+    if g.prior == "toy_multiview":
+        return ToyMultiviewPrior(settings, g.uncond_per_caption, cfg.camera.views_per_sample,
+                                 g.camera_sigma, cache)
+    return ToyWorldPrior(settings, g.uncond_per_caption, cache)
 
 
 def _build_diffusers_prior(cfg: DictConfig, device: torch.device) -> Prior:
@@ -156,7 +168,11 @@ def _build_diffusers_prior(cfg: DictConfig, device: torch.device) -> Prior:
     if g.text_cache:
         cache = Path(g.cache_dir) if g.cache_dir else default_cache_dir()
     settings = DiffusersSettings(g.model, folder, device, g.half_precision, g.render_size, cache)
+    extra = {}
+    if g.prior == "mvdream":
+        extra = {key: Path(g[key]).expanduser() if g[key].strip() else None
+                 for key in ("checkpoint", "checkpoint_config")}
     try:
-        return diffusers_prior_class(g.prior).load(settings)
+        return diffusers_prior_class(g.prior).load(settings, **extra)
     except ValueError as exc:       # loaded, but not a model this prior can use
         raise UserError(f"cannot use the {g.prior} model from {str(folder)!r}: {exc}") from None

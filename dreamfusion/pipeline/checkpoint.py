@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ..config import load_config, parse_yaml
+from ..config import RunConfig, load_config, parse_yaml
 from ..errors import UserError
 from ..utils.atomic import atomic_path, write_text
 from .representation import Representation
@@ -170,6 +170,9 @@ def config_differences(saved_yaml: str, cfg: DictConfig) -> list[str]:
     """``key (saved -> now)`` for each key that differs and would change training."""
     saved = _flat(parse_yaml(saved_yaml, " saved in the checkpoint") or {})
     now = _flat(OmegaConf.to_container(cfg, resolve=True))
+    # a key newer than the checkpoint trained as its default does: at the default, no change
+    defaults = _flat(OmegaConf.to_container(OmegaConf.structured(RunConfig)))
+    saved = {**{k: v for k, v in defaults.items() if k not in saved and k in now}, **saved}
     keys = sorted(set(saved) | set(now))
     return [f"{k} ({saved.get(k, '<absent>')} -> {now.get(k, '<absent>')})" for k in keys
             if saved.get(k) != now.get(k) and not k.startswith(RESUMABLE)]

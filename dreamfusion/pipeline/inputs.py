@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 
+from ..choices import TOY_PRIORS
 from ..config.limits import machine_memory, memory_problem
 from ..config.text import check_prompt
 from ..errors import UserError
@@ -62,7 +63,7 @@ def check_words(prompt: str, cfg: DictConfig) -> str:
     """The prompt, stripped, once it and the negative prompt are words the prior can read
     (the toy prior knows a small vocabulary); no torch, no files."""
     prompt = check_prompt(prompt)
-    if cfg.guidance.prior == "toy":
+    if cfg.guidance.prior in TOY_PRIORS:
         views = tuple(rule.name for rule in cfg.prompt.views)
         parse_caption(prompt, views)
         if cfg.prompt.negative.strip():
@@ -115,7 +116,7 @@ def prepare(prompt: str, cfg: DictConfig, root_check: bool = True,
 
     prompt = check_words(prompt, cfg)
     check_memory(cfg, select_device(cfg.device))
-    if cfg.guidance.prior == "toy":
+    if cfg.guidance.prior in TOY_PRIORS:
         build_prior(cfg)                    # the toy world's own checks (square renders)
     else:
         resolve_prior_model(cfg)            # absent weights fail here, before any folder

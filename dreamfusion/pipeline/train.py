@@ -52,7 +52,7 @@ class Trainer:
         self._named_params = self.scene.named_parameters()
         g = self.cfg.guidance
         self.schedule = TimestepSchedule(g.schedule, g.t_min, g.t_max, g.t_max_end, g.t_min_end,
-                                         g.tp_mu, g.tp_sigma)
+                                         g.tp_mu, g.tp_sigma, g.anneal_end)
         p = self.cfg.prompt
         self.scene.set_step(self.step)
         self.prompt_settings = PromptSettings(self.prompt, view_rules(self.cfg), p.view_dependent,
@@ -102,15 +102,18 @@ class Trainer:
         self.scene.before_step(self.step)
         c = cfg.camera
         cams = sample_cameras(cfg.batch_size, tuple(c.elevation), tuple(c.azimuth),
-                              tuple(c.distance), tuple(c.fov))
+                              tuple(c.distance), tuple(c.fov), views=c.views_per_sample,
+                              relative_distance=c.relative_distance)
         lights = sample_light_directions(cams.positions, cfg.shading.light_jitter)
         mode = self._shading_mode()
         weights = active_weights(cfg.regularizers, self.step)
         out = self.scene.render(cams, cfg.height, cfg.width, mode, lights,
                                 with_normals="orientation" in weights)
+        # one noise level per object: a multi-view prior denoises its views at one t
         t = self.schedule.sample(self.progress, self.prior.n_train_steps, cfg.batch_size)
+        t = t.repeat_interleave(c.views_per_sample)
         targets = self.targets_for(cams)
-        loss = self._sds(out, t, targets)
+        loss = self._sds(out, t, targets, cams)
         terms = {"sds": float(loss.detach())}
         for name, weight in weights.items():
             term = TERMS[name](out).to(loss.device)
@@ -133,16 +136,30 @@ class Trainer:
         return StepStats(self.step, float(loss.detach()), t_fraction, mode, targets[0].view,
                          out.n_samples, fault, terms)
 
-    def _sds(self, out: Rendered, t: torch.Tensor, targets: list[GuidanceTarget]) -> torch.Tensor:
-        """The SDS loss of the batch: each camera with its own prompt target."""
+    def _sds(self, out: Rendered, t: torch.Tensor, targets: list[GuidanceTarget],
+             cams: Cameras) -> torch.Tensor:
+        """The SDS loss of the batch: each camera with its own prompt target; a multi-view
+        prior takes each object's K views as one sample."""
         g = self.cfg.guidance
         images = out.rgb.permute(0, 3, 1, 2)
+        k = self.prior.views
         loss = images.new_zeros(())
-        for i, target in enumerate(targets):
-            result = sds_loss(self.prior, images[i:i + 1], t[i:i + 1], self.resolve(target),
-                              g.guidance_scale, g.weighting, g.grad_clip)
-            loss = loss + result.loss.to(loss.device) / len(targets)
+        for i in range(0, len(targets), k):
+            sl = slice(i, i + k)
+            cond = self.resolve(targets[i]) if k == 1 else self._stacked(targets[sl])
+            result = sds_loss(self.prior, images[sl], t[sl], cond, g.guidance_scale, g.weighting,
+                              g.grad_clip, cameras=cams[sl], loss=g.loss,
+                              recon_std_rescale=g.recon_std_rescale)
+            loss = loss + result.loss.to(loss.device) * k / len(targets)
         return loss
+
+    def _stacked(self, targets: list[GuidanceTarget]) -> Condition:
+        """One multi-view sample's condition: its views' own, stacked (no Perp-Neg)."""
+        conds = [self.resolve(target) for target in targets]
+        unconditional = None
+        if self.needs_unconditional:
+            unconditional = self.prior.stack([c.unconditional for c in conds])
+        return Condition(self.prior.stack([c.positive for c in conds]), unconditional)
 
     def _inject_fault(self) -> None:
         step = self.step + 1

@@ -21,6 +21,10 @@ class Cameras:
     def __len__(self) -> int:
         return self.azimuth.shape[0]
 
+    def __getitem__(self, index: slice) -> "Cameras":
+        return Cameras(self.azimuth[index], self.elevation[index], self.distance[index],
+                       self.fov[index])
+
     @property
     def positions(self) -> torch.Tensor:
         a, e = torch.deg2rad(self.azimuth), torch.deg2rad(self.elevation)
@@ -36,6 +40,17 @@ class Cameras:
         right = torch.stack([-torch.sin(a), torch.cos(a), torch.zeros_like(a)], dim=-1)
         up = torch.cross(right, forward, dim=-1)
         return forward, right, up
+
+    def camera_to_world(self) -> torch.Tensor:
+        """(B, 4, 4) camera-to-world matrices in the OpenGL camera convention (columns: right,
+        up, backward, position), as threestudio builds them for MVDream."""
+        forward, right, up = self.basis()
+        b = len(self)
+        c2w = torch.zeros(b, 4, 4, dtype=forward.dtype, device=forward.device)
+        c2w[:, :3, 0], c2w[:, :3, 1], c2w[:, :3, 2] = right, up, -forward
+        c2w[:, :3, 3] = self.positions
+        c2w[:, 3, 3] = 1.0
+        return c2w
 
     def rays(self, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Ray origins and unit directions, (B, H, W, 3) each, through pixel centres."""
@@ -58,12 +73,25 @@ def _uniform(n: int, low: float, high: float, generator: torch.Generator | None)
 
 def sample_cameras(n: int, elevation: tuple[float, float], azimuth: tuple[float, float],
                    distance: tuple[float, float], fov: tuple[float, float],
-                   generator: torch.Generator | None = None) -> Cameras:
-    """Cameras drawn uniformly in each range; elevation uniform on the sphere's band."""
+                   generator: torch.Generator | None = None, views: int = 1,
+                   relative_distance: bool = False) -> Cameras:
+    """``n`` objects' cameras, drawn uniformly in each range; elevation uniform on the
+    sphere's band. With ``views = K > 1`` each object is seen by K cameras (``n K`` in all,
+    object-major) at azimuths ``a, a + 360/K, ...`` from one random base azimuth ``a``, with
+    one elevation, distance and field of view (MVDream's multi-view batches).
+    ``relative_distance`` scales each distance by ``1 / tan(fov / 2)`` so that an object
+    fills the same share of the frame at every field of view (threestudio-mvdream)."""
     lo, hi = (math.sin(math.radians(v)) for v in elevation)
     elev = torch.rad2deg(torch.asin(_uniform(n, lo, hi, generator)))
-    return Cameras(_uniform(n, *azimuth, generator), elev, _uniform(n, *distance, generator),
-                   _uniform(n, *fov, generator))
+    az = _uniform(n, *azimuth, generator)
+    dist, fovs = _uniform(n, *distance, generator), _uniform(n, *fov, generator)
+    if relative_distance:
+        dist = dist / torch.tan(torch.deg2rad(fovs) / 2.0)
+    if views > 1:
+        offsets = torch.arange(views, dtype=az.dtype) * 360.0 / views
+        az = ((az.unsqueeze(1) + offsets + 180.0) % 360.0 - 180.0).reshape(-1)
+        elev, dist, fovs = (v.repeat_interleave(views) for v in (elev, dist, fovs))
+    return Cameras(az, elev, dist, fovs)
 
 
 def orbit(n: int, elevation: float, distance: float, fov: float,

@@ -10,6 +10,7 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from ...errors import UserError
+from ...rendering.cameras import Cameras
 from ..base import Prior
 from .text_cache import TextEmbeddingCache, model_key
 from .weights import weight_variant
@@ -130,19 +131,29 @@ class DiffusersPrior(Prior):
         return out
 
     @torch.no_grad()
-    def predict_noise_many(self, x_t: torch.Tensor, t: torch.Tensor,
-                           conditions: Sequence[Any]) -> list[torch.Tensor]:
-        """One UNet call for all conditions, stacked along the batch."""
+    def predict_noise_many(self, x_t: torch.Tensor, t: torch.Tensor, conditions: Sequence[Any],
+                           cameras: Cameras | None = None) -> list[torch.Tensor]:
+        """One UNet call for all conditions, stacked along the batch. A condition holds one
+        embedding for the batch or, stacked, one per sample."""
         b, k = x_t.shape[0], len(conditions)
         x = x_t.to(self.device, self.dtype).repeat(k, 1, 1, 1)
         emb = torch.cat([c.to(self.device, self.dtype).expand(b, -1, -1) for c in conditions])
         steps = t.to(self.device).repeat(k)
-        out = self.unet(x, steps, encoder_hidden_states=emb).sample
+        out = self.unet(x, steps, encoder_hidden_states=emb, **self._unet_inputs(cameras, k)).sample
         eps = self._eps(x_t.to(self.device).repeat(k, 1, 1, 1), steps, out)
         return list(eps.split(b))
 
-    def predict_noise(self, x_t: torch.Tensor, t: torch.Tensor, condition: Any) -> torch.Tensor:
-        return self.predict_noise_many(x_t, t, [condition])[0]
+    def _unet_inputs(self, cameras: Cameras | None, repeats: int) -> dict[str, Any]:
+        """The UNet's inputs besides latents, timesteps and text (MVDream: the cameras)."""
+        return {}
+
+    def predict_noise(self, x_t: torch.Tensor, t: torch.Tensor, condition: Any,
+                      cameras: Cameras | None = None) -> torch.Tensor:
+        return self.predict_noise_many(x_t, t, [condition], cameras)[0]
+
+    def stack(self, conditions: Sequence[Any]) -> torch.Tensor:
+        """(K, L, D): each view's text embedding."""
+        return torch.cat(list(conditions))
 
     @property
     def render_size(self) -> int:

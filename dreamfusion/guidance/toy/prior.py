@@ -81,15 +81,16 @@ def reference_cameras(caption: Caption, s: ReferenceSettings, count: int,
 def render_references(caption: Caption, s: ReferenceSettings, count: int) -> torch.Tensor:
     """``count`` images (count, 3, size, size) in [0, 1], deterministic for the caption."""
     g = torch.Generator().manual_seed(_seed(_VERSION, caption.text, asdict(s), count))
-    cameras = reference_cameras(caption, s, count, g)
+    return trace_lit(caption, s, reference_cameras(caption, s, count, g), g)
+
+
+def trace_lit(caption: Caption, s: ReferenceSettings, cameras: Cameras,
+              g: torch.Generator) -> torch.Tensor:
+    """(B, 3, size, size) renders in [0, 1] of ``cameras``, each lit from near its camera
+    (lights drawn from ``g``), traced 16 at a time to bound memory."""
     lights = sample_light_directions(cameras.positions, s.light_jitter, g)
-    images = []
-    for i in range(0, count, 16):
-        sl = slice(i, i + 16)
-        cams = Cameras(cameras.azimuth[sl], cameras.elevation[sl], cameras.distance[sl],
-                       cameras.fov[sl])
-        images.append(trace(caption, cams, s.size, lights[sl], s.background, s.ambient,
-                            s.diffuse).rgb)
+    images = [trace(caption, cameras[i:i + 16], s.size, lights[i:i + 16], s.background,
+                    s.ambient, s.diffuse).rgb for i in range(0, len(cameras), 16)]
     return torch.cat(images).permute(0, 3, 1, 2).contiguous()
 
 
@@ -156,8 +157,9 @@ class ToyWorldPrior(Prior):
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         return images * 2.0 - 1.0
 
-    def predict_noise(self, x_t: torch.Tensor, t: torch.Tensor,
-                      condition: ReferenceSet) -> torch.Tensor:
+    def predict_noise(self, x_t: torch.Tensor, t: torch.Tensor, condition: ReferenceSet,
+                      cameras: Cameras | None = None) -> torch.Tensor:
+        """Exact for single views: the references' cameras follow the caption, not the render."""
         return optimal_denoiser_eps(x_t, self.alphas_cumprod.to(x_t.device)[t.cpu()],
                                     condition.images, condition.log_weights)
 
