@@ -170,6 +170,8 @@ class ToyMultiviewPrior(ToyWorldPrior):
         el = tuples.elevation[:, 0].double() - float(cameras.elevation[0])
         log_w = tuples.log_weights - (az ** 2 + el ** 2) / (2.0 * self.camera_sigma ** 2)
         for j, view in enumerate(cond.views):
+            if all(cap.view is None for cap, _ in view.captions):
+                continue            # a plain prompt keeps every tuple: log 1 = 0
             weight: dict[str | None, float] = {}
             for cap, w in view.captions:
                 weight[cap.view] = weight.get(cap.view, 0.0) + w
