@@ -27,40 +27,26 @@ def sd21_base_configs() -> dict:
                       .read_text(encoding="utf-8"))
 
 
-def random_sd21_base(device: torch.device, render_size: int, half: bool,
-                     tiny: bool = False) -> StableDiffusionPrior:
-    """SD 2.1-base's UNet and VAE with random weights (``tiny``: the tests' tiny layout)."""
+def random_sd21_base(device: torch.device, render_size: int, half: bool, tiny: bool = False,
+                     views: int = 1) -> StableDiffusionPrior:
+    """SD 2.1-base's UNet and VAE with random weights (``tiny``: the tests' tiny layout);
+    ``views > 1``: MVDream's, the same UNet with its camera MLP, denoising 4 views together."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
     from .random_models import TINY, public_config
 
     cfg = TINY if tiny else sd21_base_configs()
     torch.manual_seed(0)
-    unet = UNet2DConditionModel.from_config(public_config(cfg["unet"]))
+    camera = ({"class_embed_type": "projection", "projection_class_embeddings_input_dim": 16}
+              if views > 1 else {})
+    unet = UNet2DConditionModel.from_config({**public_config(cfg["unet"]), **camera})
     vae = AutoencoderKL.from_config(public_config(cfg["vae"]))
     scheduler = DDPMScheduler.from_config(public_config(cfg["scheduler"]))
-    settings = DiffusersSettings("random SD 2.1-base", Path("random-sd21-base"), device, half,
+    name = "MVDream" if views > 1 else "SD 2.1-base"
+    settings = DiffusersSettings(f"random {name}", Path(f"random-{name}"), device, half,
                                  render_size, None)
-    return StableDiffusionPrior(settings, unet, scheduler, vae)
-
-
-def random_mvdream(device: torch.device, render_size: int, half: bool,
-                   tiny: bool = False) -> MVDreamPrior:
-    """MVDream's UNet (SD 2.1-base's with the camera MLP) and SD 2.1's VAE, random weights."""
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-
-    from .random_models import TINY, public_config
-
-    cfg = TINY if tiny else sd21_base_configs()
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel.from_config({**public_config(cfg["unet"]),
-                                             "class_embed_type": "projection",
-                                             "projection_class_embeddings_input_dim": 16})
-    vae = AutoencoderKL.from_config(public_config(cfg["vae"]))
-    scheduler = DDPMScheduler.from_config(public_config(cfg["scheduler"]))
-    settings = DiffusersSettings("random MVDream", Path("random-mvdream"), device, half,
-                                 render_size, None)
-    return MVDreamPrior(settings, unet, scheduler, vae)
+    cls = MVDreamPrior if views > 1 else StableDiffusionPrior
+    return cls(settings, unet, scheduler, vae)
 
 
 def time_sds_step(device: torch.device, steps: int, render: int, render_size: int,
@@ -69,8 +55,7 @@ def time_sds_step(device: torch.device, steps: int, render: int, render_size: in
     (fp16 on CUDA, fp32 on the CPU); ``views=4``: through a random MVDream, four views of one
     object with their cameras per step."""
     built = time.perf_counter()
-    prior = (random_sd21_base(device, render_size, half=True, tiny=tiny) if views == 1
-             else random_mvdream(device, render_size, half=True, tiny=tiny))
+    prior = random_sd21_base(device, render_size, half=True, tiny=tiny, views=views)
     build_s = time.perf_counter() - built
     n_unet = sum(p.numel() for p in prior.unet.parameters())
     n_vae = sum(p.numel() for p in prior.vae.parameters())

@@ -17,8 +17,6 @@ interpolated view prompts weight them by their mixture weights.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
@@ -75,9 +73,15 @@ def render_tuples(caption: Caption, s: ReferenceSettings, count: int,
     """(count * views, 3, size, size) renders in [0, 1], tuple-major, deterministic for the
     caption (the cache holds the images; ``tuple_cameras`` remakes their cameras from the
     same seed)."""
-    g = torch.Generator().manual_seed(_seed(_VERSION, "tuples", caption.text, asdict(s),
-                                            count, views))
+    g = _tuple_generator(caption, s, count, views)
     return trace_lit(caption, s, tuple_cameras(caption, s, count, views, g), g)
+
+
+def _tuple_generator(caption: Caption, s: ReferenceSettings, count: int,
+                     views: int) -> torch.Generator:
+    """The generator a caption's tuples' cameras (then lights) are drawn from."""
+    return torch.Generator().manual_seed(_seed(_VERSION, "tuples", caption.text, asdict(s),
+                                               count, views))
 
 
 def _turned(images: torch.Tensor, azimuth: torch.Tensor, elevation: torch.Tensor,
@@ -111,13 +115,10 @@ class ToyMultiviewPrior(ToyWorldPrior):
         key = (caption.text, count)
         if key not in self._tuples:
             s, k = self.settings, self.views
-            name = hashlib.sha256(json.dumps([_VERSION, "tuples", caption.text, count, k,
-                                              asdict(s)], default=str).encode()).hexdigest()[:24]
-            images, _ = cached_tensor(self.cache_dir / "toy" / f"{name}.safetensors",
-                                      lambda: render_tuples(caption, s, count, k))
-            g = torch.Generator().manual_seed(_seed(_VERSION, "tuples", caption.text, asdict(s),
-                                                    count, k))
-            cams = tuple_cameras(caption, s, count, k, g)
+            images, _ = cached_tensor(
+                self.cache_path(_VERSION, "tuples", caption.text, count, k, asdict(s)),
+                lambda: render_tuples(caption, s, count, k))
+            cams = tuple_cameras(caption, s, count, k, _tuple_generator(caption, s, count, k))
             labels = [view_of(float(a), float(e), s.views).name
                       for a, e in zip(cams.azimuth, cams.elevation)]
             self._tuples[key] = _turned(

@@ -126,12 +126,15 @@ class ToyWorldPrior(Prior):
         """The caption's reference images (count, 3, H, W), from memory, disk or rendered."""
         key = (caption.text, count)
         if key not in self._memory:
-            name = hashlib.sha256(json.dumps([_VERSION, caption.text, count, asdict(self.settings)],
-                                             default=str).encode()).hexdigest()[:24]
-            path = self.cache_dir / "toy" / f"{name}.safetensors"
+            path = self.cache_path(_VERSION, caption.text, count, asdict(self.settings))
             self._memory[key], _ = cached_tensor(
                 path, lambda: render_references(caption, self.settings, count))
         return self._memory[key]
+
+    def cache_path(self, *key: object) -> Path:
+        """Where renders named by ``key`` (everything that determines them) are cached."""
+        name = hashlib.sha256(json.dumps(list(key), default=str).encode()).hexdigest()[:24]
+        return self.cache_dir / "toy" / f"{name}.safetensors"
 
     def condition(self, prompt: str) -> ReferenceSet:
         images = self.references(self.parse(prompt), self.settings.count)
