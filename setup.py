@@ -38,8 +38,14 @@ setup(
         "sentencepiece>=0.2",        # IF's T5 tokenizer ships as a sentencepiece model
         "protobuf>=3.20",            # ... which transformers converts through protobuf
         "ninja>=1.11",               # builds the optional CPU kernel on first use
+        "filelock>=3.12",            # one builder at a time for caches that runs share
     ],
     # tiny-cuda-nn has no wheel on PyPI: see the README for its one-line source install
-    extras_require={"test": ["pytest>=7.4", "hypothesis>=6.100"], "cuda": ["nerfacc>=0.5.3", "gsplat>=1.4"]},
+    extras_require={
+        # --executor ray: benches and batches as Ray tasks, on this machine or a cluster
+        "ray": ["ray>=2.10"],
+        "test": ["pytest>=7.4", "hypothesis>=6.100", "ray>=2.10"],
+        "cuda": ["nerfacc>=0.5.3", "gsplat>=1.4"],
+    },
     entry_points={"console_scripts": ["dreamfusion=dreamfusion.cli:main"]},
 )

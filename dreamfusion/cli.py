@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .bench import toy
+from .bench import batch, executors, remedies, rprecision, toy
 from .config import DEFAULT_CONFIG, load_config, to_yaml
 from .errors import Interrupted, TrainingFailed, UserError
 
@@ -40,17 +40,12 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--threshold", help="auto or a density value")
     export.add_argument("--texture-size", type=int, help="texture side in texels; 0: vertex colours")
     export.add_argument("--decimate", type=int, help="at most this many faces; 0: all")
+    batch.add_parser(sub)
     bench = sub.add_parser("bench", help="benchmarks")
     bench_sub = bench.add_subparsers(dest="bench", required=True, parser_class=_Parser)
     toy.add_parser(bench_sub)
-    rem = bench_sub.add_parser("remedies", help="the Janus and noise-schedule remedies on the toy duck")
-    rem.add_argument("overrides", nargs="*", metavar="key.sub=value")
-    rem.add_argument("--config", default=DEFAULT_CONFIG)
-    rem.add_argument("--prompt", default="a yellow duck")
-    rem.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    rem.add_argument("--variants", nargs="+", default=None, help="remedies to run (default: all)")
-    rem.add_argument("--results", default="results")
-    rem.add_argument("--runs", default="outputs/bench-remedies")
+    remedies.add_parser(bench_sub)
+    executors.add_parser(bench_sub)
     speed = bench_sub.add_parser("speed", help="each backend's speed against the PyTorch reference")
     speed.add_argument("overrides", nargs="*", metavar="key.sub=value")
     speed.add_argument("--config", default=DEFAULT_CONFIG, help="for renders and toy runs")
@@ -62,21 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     speed.add_argument("--sd-steps", type=int, default=1,
                        help="SDS steps timed with the SD-sized UNet (0: skip)")
     speed.add_argument("--results", default="results")
-    rp = bench_sub.add_parser("rprecision", help="CLIP R-Precision, DreamFusion's Table 1 protocol")
-    rp.add_argument("overrides", nargs="*", metavar="key.sub=value")
-    rp.add_argument("--config", default="dreamfusion-sd",
-                    help="the runs' config (default: dreamfusion-sd, which needs its weights)")
-    rp.add_argument("--prompts-file", default=None,
-                    help="one caption per line (default: the 153 object-centric COCO captions)")
-    rp.add_argument("--clip", nargs="+", default=["B/32", "B/16", "L/14"],
-                    help="CLIP models: B/32, B/16, L/14 (OpenAI's) or transformers folders")
-    rp.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    rp.add_argument("--views", type=int, default=8, help="azimuths rendered per run")
-    rp.add_argument("--limit", type=int, default=None, help="only the first N captions")
-    rp.add_argument("--score-only", action="store_true",
-                    help="score the finished runs under --runs; train nothing")
-    rp.add_argument("--runs", default="outputs/bench-rprecision")
-    rp.add_argument("--results", default="results")
+    rprecision.add_parser(bench_sub)
     step = bench_sub.add_parser("sds-step", help="one SDS step with an SD-sized random model")
     step.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     step.add_argument("--steps", type=int, default=3, help="steps timed after a warm-up")
@@ -188,26 +169,11 @@ def _bench(args: argparse.Namespace) -> int:
                            args.guidance_scale, args.results)
         return 0
     if args.bench == "rprecision":
-        from .bench.rprecision import run_rprecision_bench
-
-        if args.views < 1 or (args.limit is not None and args.limit < 2):
-            raise UserError("--views must be >= 1 and --limit >= 2")
-        cfg = load_config(args.config, args.overrides)
-        command = " ".join(["dreamfusion bench rprecision", *args.overrides, "--config",
-                            args.config, "--clip", *args.clip, "--seeds", *map(str, args.seeds),
-                            "--views", str(args.views), "--runs", args.runs]
-                           + (["--prompts-file", args.prompts_file] if args.prompts_file else [])
-                           + (["--limit", str(args.limit)] if args.limit else [])
-                           + ["--score-only"] * args.score_only)
-        run_rprecision_bench(cfg, args.prompts_file, args.clip, args.seeds, args.views, args.runs,
-                             args.results, args.score_only, args.limit, command)
-        return 0
+        return rprecision.main(args)
     if args.bench == "remedies":
-        from .bench.remedies import run_remedies_bench
-
-        run_remedies_bench(args.config, args.overrides, args.prompt, args.seeds, args.variants,
-                           args.results, args.runs)
-        return 0
+        return remedies.main(args)
+    if args.bench == "executors":
+        return executors.main(args)
     return toy.main(args)
 
 
@@ -225,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if unknown:
             raise UserError(f"unrecognized arguments: {' '.join(unknown)}")
         args.overrides = [*getattr(args, "overrides", []), *extra]
-        commands = {"run": _run, "export": _export, "bench": _bench}
+        commands = {"run": _run, "export": _export, "bench": _bench, "batch": batch.main}
         return commands[args.command](args)
     except UserError as exc:
         print(f"dreamfusion: error: {_one_line(str(exc))}", file=sys.stderr)

@@ -83,15 +83,24 @@ def build(name: str, relative: str, native: bool) -> Any:
 
     ``-march=native`` lets arithmetic vectorise with the CPU's own SIMD; fused multiply-adds
     stay off (``-ffp-contract=off``), so that every expression rounds as in the PyTorch twin.
+
+    Processes that share the cache (runs packed on one machine, a cluster's workers) build
+    one at a time under a lock that dies with its holder. torch's own guard is a ``lock``
+    file that a process killed mid-build leaves behind, after which every later load of
+    that build waits for ever; holding our lock, no other process of ours is building, so
+    such a file is stale and is removed.
     """
     folder = _build_dir(name, relative, native)     # first: its key imports the tooling quietly
     folder.mkdir(parents=True, exist_ok=True)
+    from filelock import FileLock
     from torch.utils.cpp_extension import load
 
     flags = _FLAGS + (["-march=native"] if native else [])
-    return load(name=f"dreamfusion_{name}" + ("_native" if native else ""),
-                sources=[str(source(relative))], build_directory=str(folder),
-                extra_cflags=flags, extra_ldflags=["-fopenmp"], verbose=False)
+    with FileLock(str(folder / "build.lock")):
+        (folder / "lock").unlink(missing_ok=True)
+        return load(name=f"dreamfusion_{name}" + ("_native" if native else ""),
+                    sources=[str(source(relative))], build_directory=str(folder),
+                    extra_cflags=flags, extra_ldflags=["-fopenmp"], verbose=False)
 
 
 def load(name: str, relative: str) -> tuple[Any | None, str]:

@@ -33,6 +33,17 @@ FAST_GAUSSIANS = [
 ]
 
 
+def assert_same_state(a: dict, b: dict) -> None:
+    """Two checkpoints' scenes and Adam moments equal, tensor for tensor."""
+    for module, params in a["scene"].items():
+        for name, tensor in params.items():
+            assert torch.equal(tensor, b["scene"][module][name]), f"{module}.{name}"
+    for key, moments in a["trainer"]["optimizer"]["state"].items():
+        for name, value in moments.items():
+            assert torch.equal(value, b["trainer"]["optimizer"]["state"][key][name]), name
+    assert a["trainer"]["step"] == b["trainer"]["step"]
+
+
 @pytest.fixture
 def fast_overrides(tmp_path: Path) -> list[str]:
     return FAST + [f"output.root={tmp_path / 'outputs'}"]

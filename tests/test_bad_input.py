@@ -24,6 +24,9 @@ FILES = {
         f"  l{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]\n" for i in range(1, 9))).encode(),
     "deep.yaml": b"steps: " + b"[" * 20000 + b"]" * 20000 + b"\n",
     "line-separator.yaml": "prompt:\n  negative: \"a red\u2028cube\"\n".encode(),
+    "prompts.txt": b"a red cube\na blue torus\n",
+    "no-prompts.txt": b"# only a comment\n\n",
+    "twins.txt": b"a red cube\nA red cube!\n",
 }
 
 
@@ -180,6 +183,22 @@ CASES = [
     (["bench", "sds-step", "--device", "cuda"] if NO_CUDA else
      ["bench", "sds-step", "--device", "tpu"], "cuda" if NO_CUDA else "tpu"),
     (["bench", "toy", "--prompts", "a red cube", "a red hamburger"], "hamburger"),
+    # many runs: batch and the executors
+    (["batch", "no-such-prompts.txt"], "cannot read prompts file 'no-such-prompts.txt'"),
+    (["batch", "no-prompts.txt"], "has no prompts"),
+    (["batch", "twins.txt"], "would share the run folder 'a-red-cube'"),
+    (["batch", "prompts.txt", "stepz=3"], "did you mean 'steps'"),
+    (["batch", "prompts.txt", "--config", "dreamfusion-sd", "guidance.model=./no/such/folder"],
+     "neither a folder nor a hub id"),
+    (["batch", "prompts.txt", "--executor", "dask"], "invalid choice: 'dask'"),
+    (["batch", "prompts.txt", "--cpus-per-run", "0"], "--cpus-per-run must be >= 1"),
+    (["batch", "prompts.txt", "--retries", "-1"], "--retries must be >= 0"),
+    (["batch", "prompts.txt", "--ray-address", "10.0.0.1:6379"], "needs --executor ray"),
+    (["bench", "toy", "--cpus-per-run", "-2"], "--cpus-per-run must be >= 1"),
+    (["bench", "remedies", "--executor", "spark"], "invalid choice: 'spark'"),
+    (["bench", "rprecision", "--config", "toy", "--cpus-per-run", "0"], "--cpus-per-run"),
+    (["bench", "executors", "--cpus-per-run", "0"], "--cpus-per-run must be >= 1"),
+    (["bench", "executors", "--config", "dreamfusion-sd", "guidance.model=x"], "guidance.prior=toy"),
 ]
 
 

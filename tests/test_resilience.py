@@ -13,7 +13,7 @@ import torch
 from dreamfusion.cli import main
 from dreamfusion.pipeline.checkpoint import CheckpointStore, read_checkpoint
 
-from conftest import FAST
+from conftest import FAST, assert_same_state
 
 INTERVAL = 10
 LONG = [*FAST, "steps=120", f"checkpoint.every={INTERVAL}", "output.log_every=1",
@@ -63,13 +63,8 @@ def _final_state(run_dir: Path) -> dict:
 
 
 def _assert_bit_identical(a: dict, b: dict) -> None:
-    for module, params in a["scene"].items():
-        for name, tensor in params.items():
-            assert torch.equal(tensor, b["scene"][module][name]), f"{module}.{name}"
-    for key, moments in a["trainer"]["optimizer"]["state"].items():
-        for name, value in moments.items():
-            assert torch.equal(value, b["trainer"]["optimizer"]["state"][key][name]), name
-    assert a["trainer"]["step"] == b["trainer"]["step"] == 120
+    assert_same_state(a, b)
+    assert a["trainer"]["step"] == 120
 
 
 @pytest.fixture(scope="module")

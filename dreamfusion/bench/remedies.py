@@ -10,15 +10,14 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from ..choices import TOY_PRIORS
-from ..config import load_config
+from ..config import DEFAULT_CONFIG, load_config
 from ..errors import UserError
-from ..guidance.toy.world import SHAPES
-from ..pipeline.artifacts import write_json
-from ..pipeline.build import build_prior
 from ..pipeline.inputs import prepare
 from ..utils.atomic import write_text
 from .tables import markdown_table
-from .toy import Progress, finished, machine, run_once, write_figures
+from .fanout import Executor, Job, LocalExecutor, add_executor_args, executor_flags, \
+    executor_from_args, run_all, summaries
+from .toy import machine, write_figures
 
 MULTIVIEW = ("guidance.prior=toy_multiview", "camera.views_per_sample=4")
 # each remedy is a set of overrides on the config (configs/toy.yaml unless --config)
@@ -139,11 +138,14 @@ def _plot(rows: list[dict], results: Path) -> str:
     return "plots/remedies.png"
 
 
-def run_remedies_bench(config: str, overrides: list[str], prompt: str, seeds: list[int],
-                       variants: list[str] | None, results: str, runs: str) -> list[dict]:
-    names = variants or list(VARIANTS)
+def _configs(config: str, overrides: list[str], prompt: str,
+             names: list[str]) -> dict[str, DictConfig]:
+    """Each remedy's config; every bad input is refused before the first run."""
+    from ..guidance.toy.world import SHAPES
+    from ..pipeline.build import build_prior
+
     cfgs: dict[str, DictConfig] = {}
-    for name in names:           # every bad input is refused before the first run
+    for name in names:
         if name not in VARIANTS:
             raise UserError(f"unknown remedy {name!r}; known: {', '.join(VARIANTS)}")
         cfgs[name] = load_config(config, [*BASES.get(name, ()), *overrides, *VARIANTS[name]])
@@ -152,31 +154,64 @@ def run_remedies_bench(config: str, overrides: list[str], prompt: str, seeds: li
         prepare(prompt, cfgs[name], root_check=False)
         if not SHAPES[build_prior(cfgs[name]).parse(prompt).shape].has_front:
             raise UserError(f"{prompt!r} has no front to turn into a Janus; try 'a yellow duck'")
-    rows, run_dirs, progress = [], [], Progress(len(names) * len(seeds))
-    for name in names:
-        for seed in seeds:
-            slug = re.sub(r"[^a-z0-9_]+", "-", name.lower()).strip("-")
-            run_dirs.append(Path(runs) / f"{slug}-seed{seed}")
-            trained = not finished(run_dirs[-1])
-            row = run_once(cfgs[name], prompt, seed, run_dirs[-1])
-            rows.append({"variant": name, **row,
-                         "views_per_sample": cfgs[name].camera.views_per_sample,
-                         "steps_to_target": first_step_at(run_dirs[-1], IOU_TARGET)})
-            print(progress.line(f"{name} seed {seed}: IoU {row['silhouette_iou']:.3f} side "
-                                f"{row['side_iou']:.3f} Janus {row['janus']:.3f}", trained),
-                  flush=True)
+    return cfgs
+
+
+def run_remedies_bench(config: str, overrides: list[str], prompt: str, seeds: list[int],
+                       variants: list[str] | None, results: str, runs: str,
+                       executor: Executor | None = None, flags: str = "") -> list[dict]:
+    names = variants or list(VARIANTS)
+    cfgs = _configs(config, overrides, prompt, names)
+    slug = lambda name: re.sub(r"[^a-z0-9_]+", "-", name.lower()).strip("-")  # noqa: E731
+    jobs = [Job(prompt, seed, Path(runs) / f"{slug(name)}-seed{seed}", cfgs[name],
+                f"{name} seed {seed}") for name in names for seed in seeds]
+
+    def describe(job: Job, outcome) -> str:
+        r = outcome.summary
+        return (f"{job.label}: IoU {r['silhouette_iou']:.3f} side {r['side_iou']:.3f} "
+                f"Janus {r['janus']:.3f}")
+
+    executor = executor or LocalExecutor()
+    outcomes = run_all(jobs, executor, describe)
+    run_dirs = [job.run_dir for job in jobs]
+    variant = [name for name in names for _ in seeds]           # each job's remedy
+    rows = [{"variant": name, **summary, "views_per_sample": cfgs[name].camera.views_per_sample,
+             "steps_to_target": first_step_at(job.run_dir, IOU_TARGET)}
+            for name, job, summary in zip(variant, jobs, summaries(jobs, outcomes))]
     figures = write_figures(rows, run_dirs, Path(results), "remedies", key="variant")
     figures.insert(0, f"![remedies]({_plot(rows, Path(results))})")
     command = (f"dreamfusion bench remedies --config {config} --prompt \"{prompt}\" --seeds "
-               f"{' '.join(map(str, seeds))} --runs {runs} {' '.join(overrides)}").strip()
+               f"{' '.join(map(str, seeds))} --runs {runs} {flags} {' '.join(overrides)}"
+               ).replace("  ", " ").strip()
     body = (f"# Janus and noise-schedule remedies on the toy world\n\nCommand: `{command}`\n\n"
-            f"Machine: {machine()}\n\n{METRICS}\n\n" + "Overrides per remedy: " +
+            f"Machine: {machine()}\n\nRuns: {executor.describe()}\n\n{METRICS}\n\n" + "Overrides per remedy: " +
             "; ".join(f"{n}: `{' '.join(_settings(n))}`" for n in names) + "\n\n" + _table(rows)
             + f"\n\n## Cost\n\n{COST}\n\n" + _cost_table(rows) + "\n\n## Figures\n\n"
             + "\n\n".join(figures) + "\n")
     write_text(Path(results) / "remedies.md", body)
+    from ..pipeline.artifacts import write_json
+
     write_json(Path(results) / "remedies.json", {
         "command": command, "machine": machine(), "variants": {n: _settings(n) for n in names},
         "config": OmegaConf.to_container(cfgs[names[0]]), "rows": rows})
     print(_table(rows))
     return rows
+
+
+def add_parser(bench_sub) -> None:
+    rem = bench_sub.add_parser("remedies",
+                               help="the Janus and noise-schedule remedies on the toy duck")
+    rem.add_argument("overrides", nargs="*", metavar="key.sub=value")
+    rem.add_argument("--config", default=DEFAULT_CONFIG)
+    rem.add_argument("--prompt", default="a yellow duck")
+    rem.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    rem.add_argument("--variants", nargs="+", default=None, help="remedies to run (default: all)")
+    rem.add_argument("--results", default="results")
+    rem.add_argument("--runs", default="outputs/bench-remedies")
+    add_executor_args(rem)
+
+
+def main(args) -> int:
+    run_remedies_bench(args.config, args.overrides, args.prompt, args.seeds, args.variants,
+                       args.results, args.runs, executor_from_args(args), executor_flags(args))
+    return 0

@@ -12,19 +12,21 @@ from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
-import torch
+from typing import TYPE_CHECKING
+
 from omegaconf import DictConfig, OmegaConf
 
+from ..config import load_config
 from ..errors import UserError
-from ..rendering.cameras import orbit
-from ..rendering.shading import Background
-from ..pipeline.artifacts import render_views, to_uint8, write_json
-from ..pipeline.inputs import prepare, select_device, slugify
-from ..pipeline.reexport import load_run
-from ..utils.atomic import write_png, write_text
-from .clip import ClipScorer, normalise_caption, r_precision
+from ..pipeline.inputs import prepare, slugify
+from ..utils.atomic import write_text
 from .tables import markdown_table
-from .toy import Progress, finished, machine, run_once
+from .fanout import Executor, Job, LocalExecutor, add_executor_args, executor_flags, \
+    executor_from_args, finished, run_all, summaries
+from .toy import machine
+
+if TYPE_CHECKING:       # torch, CLIP and the renderer are imported where used: the CLI's
+    import torch        # parser is built from this module and refuses bad input without them
 
 # DreamFusion (Imagen, TPU), Table 1: R-Precision (%) on the 153 object-centric COCO captions
 PAPER = {"colour": {"B/32": 75.1, "B/16": 77.5, "L/14": 79.7},
@@ -47,26 +49,43 @@ def read_prompts(path: str | None) -> list[str]:
     if len(captions) < 2:
         raise UserError(f"R-Precision needs at least 2 captions, {path or 'the default'} has "
                         f"{len(captions)}")
+    from .clip import normalise_caption
+
     normalised = [normalise_caption(c) for c in captions]
     if len(set(normalised)) != len(normalised):
         raise UserError("two captions are the same after normalisation: R@1 would be undefined")
     return captions
 
 
-@torch.no_grad()
 def render_run(run_dir: Path, size: int, views: int) -> dict[str, torch.Tensor]:
     """Each mode's renders (views, 3, size, size) of the run, on white, at 30 deg elevation."""
+    import torch
+
+    from ..pipeline.artifacts import render_views
+    from ..pipeline.reexport import load_run
+    from ..rendering.cameras import orbit
+    from ..rendering.shading import Background
+
     cfg, scene, _ = load_run(run_dir)
     device = next(scene.field.parameters()).device
     white = replace(scene, background=Background("solid", (1.0, 1.0, 1.0)).to(device))
     cams = orbit(views, ELEVATION, sum(cfg.camera.distance) / 2, sum(cfg.camera.fov) / 2)
-    return {name: render_views(white, cams, size, mode).permute(0, 3, 1, 2).cpu()
-            for name, mode in MODES.items()}
+    with torch.no_grad():
+        return {name: render_views(white, cams, size, mode).permute(0, 3, 1, 2).cpu()
+                for name, mode in MODES.items()}
 
 
 def run_rprecision_bench(cfg: DictConfig, prompts_file: str | None, clip_names: list[str],
                          seeds: list[int], views: int, runs: str, results: str,
-                         score_only: bool, limit: int | None, command: str) -> dict:
+                         score_only: bool, limit: int | None, command: str,
+                         executor: Executor | None = None) -> dict:
+    import torch
+
+    from ..pipeline.artifacts import to_uint8
+    from ..pipeline.inputs import select_device
+    from ..utils.atomic import write_png
+    from .clip import ClipScorer, normalise_caption, r_precision
+
     captions = read_prompts(prompts_file)[:limit] if limit else read_prompts(prompts_file)
     device = select_device(cfg.device)
     scorers = [ClipScorer.load(name, device) for name in clip_names]   # fail before any run
@@ -75,11 +94,8 @@ def run_rprecision_bench(cfg: DictConfig, prompts_file: str | None, clip_names: 
     if not score_only:
         for caption in captions:            # every bad caption is refused before any run
             prepare(caption, cfg, root_check=False)
-        progress = Progress(len(jobs))
-        for caption, seed, run_dir in jobs:
-            trained = not finished(run_dir)
-            run_once(cfg, caption, seed, run_dir)
-            print(progress.line(f"{caption!r} seed {seed}", trained), flush=True)
+        runs_ = [Job(c, s, d, cfg, f"{c!r} seed {s}") for c, s, d in jobs]
+        summaries(runs_, run_all(runs_, executor or LocalExecutor()))
     found = [(i, c, s, d) for i, (c, s, d) in enumerate(jobs) if finished(d)]
     missing = [str(d) for c, s, d in jobs if not finished(d)]
     if not found:
@@ -133,6 +149,44 @@ def _write(results: str, rows: list[dict], per_run: list[dict], captions: list[s
             "background": [1.0, 1.0, 1.0], "rows": rows, "paper": PAPER, "missing": missing,
             "per_run": per_run, "config": OmegaConf.to_container(cfg)}
     write_text(Path(results) / "rprecision.md", text)
+    from ..pipeline.artifacts import write_json
+
     write_json(Path(results) / "rprecision.json", data)
     return data
 
+
+
+def add_parser(bench_sub) -> None:
+    rp = bench_sub.add_parser("rprecision",
+                              help="CLIP R-Precision, DreamFusion's Table 1 protocol")
+    rp.add_argument("overrides", nargs="*", metavar="key.sub=value")
+    rp.add_argument("--config", default="dreamfusion-sd",
+                    help="the runs' config (default: dreamfusion-sd, which needs its weights)")
+    rp.add_argument("--prompts-file", default=None,
+                    help="one caption per line (default: the 153 object-centric COCO captions)")
+    rp.add_argument("--clip", nargs="+", default=["B/32", "B/16", "L/14"],
+                    help="CLIP models: B/32, B/16, L/14 (OpenAI's) or transformers folders")
+    rp.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    rp.add_argument("--views", type=int, default=8, help="azimuths rendered per run")
+    rp.add_argument("--limit", type=int, default=None, help="only the first N captions")
+    rp.add_argument("--score-only", action="store_true",
+                    help="score the finished runs under --runs; train nothing")
+    rp.add_argument("--runs", default="outputs/bench-rprecision")
+    rp.add_argument("--results", default="results")
+    add_executor_args(rp)
+
+
+def main(args) -> int:
+    if args.views < 1 or (args.limit is not None and args.limit < 2):
+        raise UserError("--views must be >= 1 and --limit >= 2")
+    executor = executor_from_args(args)
+    cfg = load_config(args.config, args.overrides)
+    command = " ".join(["dreamfusion bench rprecision", *args.overrides, "--config",
+                        args.config, "--clip", *args.clip, "--seeds", *map(str, args.seeds),
+                        "--views", str(args.views), "--runs", args.runs]
+                       + (["--prompts-file", args.prompts_file] if args.prompts_file else [])
+                       + (["--limit", str(args.limit)] if args.limit else [])
+                       + ["--score-only"] * args.score_only + executor_flags(args).split())
+    run_rprecision_bench(cfg, args.prompts_file, args.clip, args.seeds, args.views, args.runs,
+                         args.results, args.score_only, args.limit, command, executor)
+    return 0

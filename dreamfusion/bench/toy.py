@@ -4,7 +4,6 @@ Its parser is built with the CLI's, so torch and the pipeline are imported where
 used: bad input is refused without them."""
 from __future__ import annotations
 
-import json
 import platform
 import sys
 import time
@@ -17,6 +16,8 @@ from ..config import load_config
 from ..errors import UserError
 from ..pipeline.inputs import prepare, slugify
 from ..utils.atomic import write_text
+from .fanout import Executor, Job, LocalExecutor, add_executor_args, executor_flags, \
+    executor_from_args, run_all, summaries
 from .tables import markdown_table
 
 # not "a white sphere": white on the white background gives the prior almost nothing to see
@@ -56,42 +57,6 @@ def machine() -> str:
     return (f"{platform.machine()} {platform.processor() or platform.system()}, "
             f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, "
             f"python {platform.python_version()}")
-
-
-class Progress:
-    """``[done/total] what; elapsed, ETA`` for a bench's runs; the ETA counts only the runs
-    trained by this invocation, since a run that finished before is skipped at no cost."""
-
-    def __init__(self, total: int) -> None:
-        self.total, self.done, self.trained = total, 0, 0
-        self.started = time.perf_counter()
-
-    def line(self, what: str, trained: bool) -> str:
-        self.done += 1
-        self.trained += trained
-        elapsed = time.perf_counter() - self.started
-        eta = (f"ETA {elapsed / self.trained * (self.total - self.done) / 60:.1f} min"
-               if self.trained else "ETA unknown")
-        return f"[{self.done}/{self.total}] {what}; {elapsed / 60:.1f} min elapsed, {eta}"
-
-
-def finished(run_dir: Path) -> bool:
-    """Whether the run wrote its summary, its last file: a bench re-run skips it."""
-    return (run_dir / "summary.json").is_file()
-
-
-def run_once(cfg: DictConfig, prompt: str, seed: int, run_dir: Path) -> dict:
-    """One seeded run into ``run_dir``, or its summary if it finished before."""
-    summary = run_dir / "summary.json"
-    if finished(run_dir):           # finished earlier: re-running the bench resumes
-        return json.loads(summary.read_text())
-    seeded = OmegaConf.merge(cfg, {"seed": seed})
-    from ..pipeline.checkpoint import CheckpointStore
-    from ..pipeline.run import RunResult, run
-
-    loaded = CheckpointStore(run_dir).latest()     # stopped earlier: continue where it stopped
-    result: RunResult = run(prompt, seeded, run_dir=run_dir, quiet=True, resume_from=loaded)
-    return {"prompt": prompt, "seed": seed, **result.metrics}
 
 
 def _chamfer(r: dict, key: str) -> str:
@@ -224,7 +189,8 @@ def write_figures(rows: list[dict], run_dirs: list[Path], results_dir: Path, nam
 
 
 def run_toy_bench(configs: dict[str, DictConfig], prompts: list[str] | None, seeds: list[int],
-                  results: str, runs: str, command: str) -> list[dict]:
+                  results: str, runs: str, command: str,
+                  executor: Executor | None = None) -> list[dict]:
     """Every prompt and seed with each config (one per representation, keyed by its name);
     the runs go to ``runs/<representation>/``, the tables to ``results/toy.md``."""
     prompts = list(prompts or DEFAULT_PROMPTS)
@@ -232,19 +198,22 @@ def run_toy_bench(configs: dict[str, DictConfig], prompts: list[str] | None, see
         for prompt in prompts:
             prepare(prompt, cfg, root_check=False)
     runs_dir, results_dir = Path(runs), Path(results)
-    rows, run_dirs = [], []
-    progress = Progress(len(configs) * len(prompts) * len(seeds))
-    for cfg in configs.values():
-        rep = cfg.representation
-        for prompt in prompts:
-            for seed in seeds:
-                run_dirs.append(runs_dir / rep / f"{slugify(prompt)}-seed{seed}")
-                trained = not finished(run_dirs[-1])
-                rows.append({"representation": rep, **run_once(cfg, prompt, seed, run_dirs[-1])})
-                r = rows[-1]
-                print(progress.line(f"{rep} {prompt!r} seed {seed}: IoU {r['silhouette_iou']:.3f}"
-                                    f" (side {r['side_iou']:.3f}), {r['total_seconds']:.0f} s",
-                                    trained), flush=True)
+    jobs = [Job(prompt, seed, runs_dir / cfg.representation / f"{slugify(prompt)}-seed{seed}",
+                cfg, f"{cfg.representation} {prompt!r} seed {seed}")
+            for cfg in configs.values() for prompt in prompts for seed in seeds]
+
+    def describe(job: Job, outcome) -> str:
+        r = outcome.summary
+        return (f"{job.label}: IoU {r['silhouette_iou']:.3f} (side {r['side_iou']:.3f}), "
+                f"{r['total_seconds']:.0f} s")
+
+    executor = executor or LocalExecutor()
+    started = time.perf_counter()
+    outcomes = run_all(jobs, executor, describe)
+    wall = time.perf_counter() - started
+    rows = [{"representation": job.cfg.representation, **summary}
+            for job, summary in zip(jobs, summaries(jobs, outcomes))]
+    run_dirs = [job.run_dir for job in jobs]
     gallery = []
     for rep in dict.fromkeys(r["representation"] for r in rows):
         mine = [(r, d) for r, d in zip(rows, run_dirs) if r["representation"] == rep]
@@ -252,7 +221,8 @@ def run_toy_bench(configs: dict[str, DictConfig], prompts: list[str] | None, see
         gallery += write_figures([r for r, _ in mine], [d for _, d in mine], results_dir,
                                  f"toy-{rep}")
     header = (f"# Toy-world benchmark\n\nCommand: `{command}`"
-              f"\n\nMachine: {machine()}\n\n{METRICS}\n\n")
+              f"\n\nMachine: {machine()}\n\nRuns: {executor.describe()}; {len(jobs)} runs in "
+              f"{wall / 60:.1f} min\n\n{METRICS}\n\n")
     write_text(results_dir / "toy.md",
                header + _summary(rows) + "\n\n" + _comparison(rows) + "## Runs\n\n"
                + _table(rows) + "\n\n## Gallery\n\n" + "\n\n".join(gallery) + "\n")
@@ -260,6 +230,7 @@ def run_toy_bench(configs: dict[str, DictConfig], prompts: list[str] | None, see
 
     write_json(results_dir / "toy.json", {
         "command": command, "config_names": list(configs), "machine": machine(),
+        "executor": executor.name, "runs": executor.describe(), "wall_seconds": round(wall, 1),
         "argv": sys.argv, "configs": {name: OmegaConf.to_container(cfg)
                                       for name, cfg in configs.items()}, "rows": rows})
     print(_summary(rows))
@@ -277,6 +248,7 @@ def add_parser(bench_sub) -> None:
     toy.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     toy.add_argument("--results", default="results", help="where the table is written")
     toy.add_argument("--runs", default="outputs/bench-toy", help="where run folders go")
+    add_executor_args(toy)
 
 
 def main(args) -> int:
@@ -288,9 +260,10 @@ def main(args) -> int:
     if any(cfg.guidance.prior not in TOY_PRIORS for cfg in configs.values()):
         raise UserError("bench toy scores against the toy world: give configs with "
                         "guidance.prior=toy")
+    executor = executor_from_args(args)
     given = "" if args.prompts is None else " --prompts " + " ".join(repr(p) for p in args.prompts)
     command = (f"dreamfusion bench toy --config {' '.join(args.config)}{given} --seeds "
-               f"{' '.join(map(str, args.seeds))} --runs {args.runs} "
-               + " ".join(args.overrides)).strip()
-    run_toy_bench(configs, args.prompts, args.seeds, args.results, args.runs, command)
+               f"{' '.join(map(str, args.seeds))} --runs {args.runs} {executor_flags(args)} "
+               + " ".join(args.overrides)).replace("  ", " ").strip()
+    run_toy_bench(configs, args.prompts, args.seeds, args.results, args.runs, command, executor)
     return 0

@@ -98,7 +98,7 @@ RANGES: dict[str, Range] = {
     "checkpoint.every": _STEP, "checkpoint.keep": Range(1, 1000),
     "faults.max_bad_steps": Range(1, 1_000_000), "faults.window": _STEP,
     "faults.lr_factor": Range(0, 1, low_open=True), "faults.max_rollbacks": Range(0, 1000),
-    "faults.inject_nan_at": _STEP,
+    "faults.inject_nan_at": _STEP, "faults.kill_at_step": _STEP0,
     # regularizer weights, and the steps of their [start_step, start, end, end_step] ramps
     "regularizers.weight": Range(0, 1e6), "regularizers.step": _STEP0,
 }

@@ -248,6 +248,9 @@ class FaultConfig:
     max_rollbacks: int = 3                # then the run stops, keeping its last checkpoint
     # a testing aid: NaN gradients at these steps, the first time each is reached
     inject_nan_at: List[int] = field(default_factory=list)
+    # a testing aid for the executors' retries: the process kills itself (SIGKILL) at the end
+    # of this step, once per run folder; 0: never
+    kill_at_step: int = 0
 
 
 @dataclass

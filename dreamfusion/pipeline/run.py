@@ -182,7 +182,7 @@ def _finish(s: _Session) -> RunResult:
     metrics: dict = {"train_seconds": round(train_seconds, 1), "steps": s.trainer.step,
                      "representation": cfg.representation,
                      scene.backend_key: scene.backend()[0],
-                     "rollbacks": s.supervisor.rollbacks}
+                     "rollbacks": s.supervisor.rollbacks, "threads": torch.get_num_threads()}
     mesh = None
     if cfg.export.enabled:
         files += [p.name for p in scene.write_native(run_dir)]

@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from ..errors import Interrupted, TrainingFailed
+from ..utils.atomic import write_text
 from .checkpoint import CheckpointStore, Loaded, load_scene
 from .representation import Representation
 from .runlog import EventLog
@@ -111,10 +113,23 @@ class Supervisor:
                 step = self.trainer.step
                 if step % every == 0 or step == self.cfg.steps:
                     self.save()
+                if step == self.cfg.faults.kill_at_step:
+                    self._kill_once(step)
                 if stop.signal is not None:
                     path = self.save() if self.saved_step != step else self.store.paths()[0]
                     raise Interrupted(f"stopped by {stop.signal} at step {step}; saved "
                                       f"{path.parent.name}/{path.name}")
+
+    def _kill_once(self, step: int) -> None:
+        """``faults.kill_at_step``: die as a lost node or the OOM killer would, at once and
+        without cleaning up. A marker in the run folder makes it once: the retry that
+        resumes from the last checkpoint passes this step again and must live."""
+        marker = self.store.folder.parent / f"killed-at-step-{step}"
+        if marker.exists():
+            return
+        write_text(marker, f"killed by faults.kill_at_step={step}\n")
+        self.events(f"step {step}: killing this process (faults.kill_at_step)")
+        os.kill(os.getpid(), signal.SIGKILL)
 
     def _fault(self, stats: StepStats) -> bool:
         """Log a skipped step; roll back when they repeat. True when it rolled back."""
