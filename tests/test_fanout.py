@@ -203,3 +203,13 @@ def test_a_run_asks_ray_for_a_gpu_where_its_device_would_be_cuda():
     assert [executor.gpus_for(d) for d in ("cuda", "cuda:1", "auto", "cpu")] == [1, 1, 1, 0]
     executor.cluster_gpus = None                    # a CPU-only cluster
     assert [executor.gpus_for(d) for d in ("cuda", "auto", "cpu")] == [1, 0, 0]
+
+
+def test_an_exception_inside_a_task_is_reported_once_not_as_a_lost_worker(ray_cluster):
+    from dreamfusion.bench.fanout import RayExecutor
+
+    # a lambda travels by value: the workers cannot import this test module
+    ref = ray.remote(lambda: 1 / 0).options(max_retries=3, retry_exceptions=False).remote()
+    outcome = RayExecutor(cpus_per_run=1)._result(ref)
+    assert outcome.state == "failed" and outcome.error.startswith("ZeroDivisionError:")
+    assert "\n" not in outcome.error

@@ -242,6 +242,10 @@ class RayExecutor:
 
         try:
             return ray.get(ref)
+        except ray.exceptions.RayTaskError as exc:     # raised by the run itself: not retried
+            cause = getattr(exc, "cause", None)
+            return Outcome("failed", 0.0, error=one_line(
+                f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)))
         except ray.exceptions.RayError as exc:     # its worker died every time it was tried
             return Outcome("failed", 0.0, error=f"lost after {self.retries + 1} attempts: "
                                                 f"{one_line(str(exc))}")
