@@ -199,6 +199,7 @@ CASES = [
     (["bench", "rprecision", "--config", "toy", "--cpus-per-run", "0"], "--cpus-per-run"),
     (["bench", "executors", "--cpus-per-run", "0"], "--cpus-per-run must be >= 1"),
     (["bench", "executors", "--config", "dreamfusion-sd", "guidance.model=x"], "guidance.prior=toy"),
+    (["bench", "executors", "--runs", "."], "times fresh runs, and '.' already holds some"),
 ]
 
 

@@ -84,8 +84,7 @@ def _compare(phase: dict, base: dict) -> tuple[float, bool]:
     return diff, same
 
 
-def _report(phases: list[dict], overhead: dict, jobs: list[Job], command: str,
-            results: Path) -> str:
+def _report(phases: list[dict], overhead: dict, jobs: list[Job], command: str) -> str:
     local, on_ray, equal = phases
     table = []
     for p in phases:
@@ -125,6 +124,10 @@ def run_executors_bench(cfg: DictConfig, prompts: list[str], seeds: list[int], r
     if cfg.guidance.prior not in TOY_PRIORS:
         raise UserError("bench executors compares toy runs' scores: give a config with "
                         "guidance.prior=toy")
+    if Path(runs).is_dir() and any(Path(runs).iterdir()):
+        # finished runs would be skipped, and their phase timed at nothing
+        raise UserError(f"bench executors times fresh runs, and {runs!r} already holds some: "
+                        f"give another --runs or remove it")
     for prompt in prompts:
         prepare(prompt, cfg, root_check=False)
     RayExecutor(address, cpus)          # Ray is there, before any run
@@ -150,7 +153,7 @@ def run_executors_bench(cfg: DictConfig, prompts: list[str], seeds: list[int], r
     overhead["worker_import"] = round(worker_import_seconds(), 2)
     phases += [ray_phase, _phase("local, equal threads", LocalExecutor(cpus),
                                  jobs("local-equal-threads"))]
-    text = _report(phases, overhead, jobs("ray"), command, Path(results))
+    text = _report(phases, overhead, jobs("ray"), command)
     write_text(Path(results) / "executors.md", text)
     from ..pipeline.artifacts import write_json
 
