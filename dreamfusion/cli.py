@@ -10,7 +10,7 @@ from typing import Sequence
 
 from .bench import batch, executors, remedies, rprecision, toy
 from .config import DEFAULT_CONFIG, load_config, to_yaml
-from .errors import Interrupted, TrainingFailed, UserError
+from .errors import Interrupted, TrainingFailed, UserError, printable
 
 
 class _Parser(argparse.ArgumentParser):
@@ -177,11 +177,6 @@ def _bench(args: argparse.Namespace) -> int:
     return toy.main(args)
 
 
-def _one_line(text: str) -> str:
-    """Control characters (a newline inside an argument) escaped, so an error stays one line."""
-    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser = _parser()
@@ -194,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         commands = {"run": _run, "export": _export, "bench": _bench, "batch": batch.main}
         return commands[args.command](args)
     except UserError as exc:
-        print(f"dreamfusion: error: {_one_line(str(exc))}", file=sys.stderr)
+        print(f"dreamfusion: error: {printable(str(exc))}", file=sys.stderr)
         return 2
     except TrainingFailed as exc:                   # a diverged run is not the user's input
         print(f"dreamfusion: {exc}", file=sys.stderr)

@@ -4,6 +4,12 @@ from __future__ import annotations
 import os
 
 
+def printable(text: str) -> str:
+    """``text`` with its control characters escaped (a newline inside an argument), so that
+    a message quoting it stays one line."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
 class UserError(Exception):
     """Bad input (prompt, config, path): reported without a traceback."""
 

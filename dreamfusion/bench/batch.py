@@ -7,7 +7,6 @@ config or model that cannot work fails the whole batch before any folder is made
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -110,12 +109,14 @@ def run_batch(prompts_file: str, seeds: list[int], config: str, overrides: list[
             + table(jobs, ordered, runs_dir) + "\n")
     runs_dir.mkdir(parents=True, exist_ok=True)
     write_text(runs_dir / "batch.md", text)
-    write_text(runs_dir / "batch.json", json.dumps({
+    from ..pipeline.artifacts import write_json
+
+    write_json(runs_dir / "batch.json", {
         "command": command, "argv": sys.argv, "executor": executor.name,
         "runs": executor.describe(), "wall_seconds": round(wall, 1),
         "rows": [{"prompt": j.prompt, "seed": j.seed, "folder": str(j.run_dir),
                   "state": o.state, "seconds": round(o.seconds, 1), "error": o.error,
-                  "summary": o.summary} for j, o in zip(jobs, ordered)]}, indent=1) + "\n")
+                  "summary": o.summary} for j, o in zip(jobs, ordered)]})
     print(table(jobs, ordered, runs_dir))
     print(f"{len(jobs) - failed} of {len(jobs)} runs finished; table in {runs_dir / 'batch.md'}",
           file=sys.stderr)

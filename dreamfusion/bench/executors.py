@@ -130,7 +130,7 @@ def run_executors_bench(cfg: DictConfig, prompts: list[str], seeds: list[int], r
                         f"give another --runs or remove it")
     for prompt in prompts:
         prepare(prompt, cfg, root_check=False)
-    RayExecutor(address, cpus)          # Ray is there, before any run
+    executor = RayExecutor(address, cpus)       # Ray is there, before any run
     print("warming the caches: one 1-step run per prompt", flush=True)
     _warm(cfg, prompts)
 
@@ -142,7 +142,6 @@ def run_executors_bench(cfg: DictConfig, prompts: list[str], seeds: list[int], r
     import ray
 
     started = time.perf_counter()
-    executor = RayExecutor(address, cpus)
     ours = executor.connect()       # its start counts in the phase's wall time
     ray_start = time.perf_counter() - started
     ray_phase = _phase("ray", executor, jobs("ray"))

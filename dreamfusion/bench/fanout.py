@@ -9,6 +9,7 @@ an ``Outcome`` with its one-line reason, returned once and never retried.
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import time
@@ -18,7 +19,7 @@ from typing import Callable, Iterator, Literal, Protocol
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..errors import TrainingFailed, UserError
+from ..errors import TrainingFailed, UserError, printable
 
 ExecutorName = Literal["local", "ray"]
 EXECUTORS: tuple[ExecutorName, ...] = ("local", "ray")
@@ -92,8 +93,7 @@ def run_once(cfg: DictConfig, prompt: str, seed: int, run_dir: Path) -> dict:
 
 def one_line(text: str) -> str:
     """The first line of an error, control characters escaped (a newline in a prompt)."""
-    first = text.strip().splitlines()[0] if text.strip() else text
-    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in first)
+    return printable(text.strip().splitlines()[0] if text.strip() else text)
 
 
 def run_job(job: Job, threads: int | None = None) -> Outcome:
@@ -168,11 +168,10 @@ class RayExecutor:
     def __init__(self, address: str | None = None, cpus_per_run: int | None = None,
                  retries: int = 3) -> None:
         try:
-            import ray
+            importlib.import_module("ray")      # only whether it imports, before any run
         except ImportError:
             raise UserError(f"--executor ray needs Ray, which is not installed: "
                             f"{RAY_EXTRA}") from None
-        self.version = ray.__version__
         self.address, self.retries = address, retries
         self.cpus_per_run = cpus_per_run or 1
         self.cluster_cpus: float | None = None

@@ -184,7 +184,8 @@ def run_remedies_bench(config: str, overrides: list[str], prompt: str, seeds: li
                f"{' '.join(map(str, seeds))} --runs {runs} {flags} {' '.join(overrides)}"
                ).replace("  ", " ").strip()
     body = (f"# Janus and noise-schedule remedies on the toy world\n\nCommand: `{command}`\n\n"
-            f"Machine: {machine()}\n\nRuns: {executor.describe()}\n\n{METRICS}\n\n" + "Overrides per remedy: " +
+            f"Machine: {machine()}\n\nRuns: {executor.describe()}\n\n{METRICS}\n\n"
+            + "Overrides per remedy: " +
             "; ".join(f"{n}: `{' '.join(_settings(n))}`" for n in names) + "\n\n" + _table(rows)
             + f"\n\n## Cost\n\n{COST}\n\n" + _cost_table(rows) + "\n\n## Figures\n\n"
             + "\n\n".join(figures) + "\n")
