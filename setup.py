@@ -44,7 +44,11 @@ setup(
     extras_require={
         # --executor ray: benches and batches as Ray tasks, on this machine or a cluster
         "ray": ["ray>=2.10"],
-        "test": ["pytest>=7.4", "hypothesis>=6.100", "ray>=2.10"],
+        # dreamfusion app: the web page; before 6.17.3 Gradio's page loads a script from cdnjs
+        # and asks Google for fonts, which an offline machine cannot reach
+        "app": ["gradio>=6.17.3"],
+        # the app's browser test drives Debian's chromium and chromedriver (.ci/run installs them)
+        "test": ["pytest>=7.4", "hypothesis>=6.100", "ray>=2.10", "gradio>=6.17.3", "selenium>=4.20"],
         "cuda": ["nerfacc>=0.5.3", "gsplat>=1.4"],
     },
     entry_points={"console_scripts": ["dreamfusion=dreamfusion.cli:main"]},

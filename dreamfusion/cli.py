@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from . import app
 from .bench import batch, executors, remedies, rprecision, toy
 from .config import DEFAULT_CONFIG, load_config, to_yaml
-from .errors import Interrupted, TrainingFailed, UserError, printable
+from .errors import Interrupted, TrainingFailed, UserError, error_line
 
 
 class _Parser(argparse.ArgumentParser):
@@ -41,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--texture-size", type=int, help="texture side in texels; 0: vertex colours")
     export.add_argument("--decimate", type=int, help="at most this many faces; 0: all")
     batch.add_parser(sub)
+    app.add_parser(sub)
     bench = sub.add_parser("bench", help="benchmarks")
     bench_sub = bench.add_subparsers(dest="bench", required=True, parser_class=_Parser)
     toy.add_parser(bench_sub)
@@ -186,10 +188,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if unknown:
             raise UserError(f"unrecognized arguments: {' '.join(unknown)}")
         args.overrides = [*getattr(args, "overrides", []), *extra]
-        commands = {"run": _run, "export": _export, "bench": _bench, "batch": batch.main}
+        commands = {"run": _run, "export": _export, "bench": _bench, "batch": batch.main,
+                    "app": app.main}
         return commands[args.command](args)
     except UserError as exc:
-        print(f"dreamfusion: error: {printable(str(exc))}", file=sys.stderr)
+        print(error_line(str(exc)), file=sys.stderr)
         return 2
     except TrainingFailed as exc:                   # a diverged run is not the user's input
         print(f"dreamfusion: {exc}", file=sys.stderr)

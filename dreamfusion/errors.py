@@ -10,6 +10,11 @@ def printable(text: str) -> str:
     return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
+def error_line(message: str) -> str:
+    """The one line the CLI prints for bad input (exit code 2), and the app shows."""
+    return f"dreamfusion: error: {printable(message)}"
+
+
 class UserError(Exception):
     """Bad input (prompt, config, path): reported without a traceback."""
 

@@ -200,6 +200,12 @@ CASES = [
     (["bench", "executors", "--cpus-per-run", "0"], "--cpus-per-run must be >= 1"),
     (["bench", "executors", "--config", "dreamfusion-sd", "guidance.model=x"], "guidance.prior=toy"),
     (["bench", "executors", "--runs", "."], "times fresh runs, and '.' already holds some"),
+    # the web app: refused before the page is built
+    (["app", "--port", "0"], "--port must be between 1 and 65535, got 0"),
+    (["app", "--port", "http"], "invalid int value: 'http'"),
+    (["app", "--host", "no-such-host.invalid"], "cannot listen on --host 'no-such-host.invalid'"),
+    (["app", "steps=5"], "app takes flags, not config overrides: steps=5"),
+    (["app", "--root", "prompts.txt/outputs"], "cannot write to output folder"),
 ]
 
 

@@ -6,7 +6,7 @@ import dreamfusion
 
 ROOT = Path(dreamfusion.__file__).parent
 # higher imports lower; equal ranks do not import each other
-RANKS = {"__main__": 10, "cli": 9, "bench": 8, "pipeline": 7, "config": 6, "export": 5,
+RANKS = {"__main__": 11, "cli": 10, "app": 9, "bench": 8, "pipeline": 7, "config": 6, "export": 5,
          "guidance": 5, "gaussians": 4, "nerf": 3, "utils": 3, "rendering": 2, "choices": 1,
          "errors": 1, "kernels": 1, "__init__": 0}
 

@@ -21,7 +21,7 @@ MAX_OVERRIDE_CHARS = 1 << 16
 MAX_DEPTH = 16
 MAX_VALUES = 10_000
 
-__all__ = ["RunConfig", "load_config", "config_keys", "resolve_config_path", "DEFAULT_CONFIG",
+__all__ = ["RunConfig", "load_config", "bundled_configs", "config_keys", "resolve_config_path", "DEFAULT_CONFIG",
            "parse_yaml"]
 
 
@@ -60,6 +60,12 @@ def resolve_config_path(name: str) -> Path:
     if Path(stem).name == stem and bundled.is_file():
         return Path(str(bundled))
     raise UserError(f"config file {name!r} not found")
+
+
+def bundled_configs() -> list[str]:
+    """The names of the configs that ship with the package (``toy``, ``dreamfusion-sd``...)."""
+    folder = resources.files("dreamfusion.configs")
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
 class NotYAML(UserError):
