@@ -270,6 +270,8 @@ def test_stop_saves_a_checkpoint_the_cli_resumes(app, capsys):
     page, root, _ = app
     page.open_tab("Generate")
     page.generate("a red cube", 40, SMALL)      # its references are cached by now
+    page.wait_for(lambda: not page.driver.find_elements("css selector", "#run-viewer canvas"),
+                  30, "the last run's mesh to leave the viewer")
     page.wait_for(lambda: re.search(r"step ([1-9]\d*)/40", page.status()), 240, "step 1")
     page.click("stop")
     ended = _wait_until_ended(page)

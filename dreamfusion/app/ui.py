@@ -87,14 +87,17 @@ class App:
 
     def generate(self, prompt: str, config: str, seed: float | None, steps: float | None,
                  device: str, extra: str) -> tuple[Any, ...]:
-        """Start a run; bad input is the CLI's one-line message, and the app goes on."""
+        """Start a run (clearing the last one's result from the page); bad input is the CLI's
+        one-line message, and the app goes on."""
         try:
             overrides = [f"seed={_whole(seed, 'seed')}", f"steps={_whole(steps, 'steps')}",
                          f"device={device}", *_split(extra)]
             self.runner.start(prompt or "", (config or "").strip(), overrides)
         except UserError as exc:
-            return error_line(str(exc)), gr.skip(), gr.Timer(active=self.runner.snapshot().active)
-        return status_text(self.runner.snapshot()), None, gr.Timer(active=True)
+            return (error_line(str(exc)), *(gr.skip(),) * 5,
+                    gr.Timer(active=self.runner.snapshot().active))
+        return (status_text(self.runner.snapshot()), None, *result_outputs(None, self.scratch),
+                gr.Timer(active=True))
 
     def stop(self) -> str:
         if self.runner.stop():
@@ -222,7 +225,8 @@ def build(app: App) -> gr.Blocks:
 
         results = [viewer, turntable, metrics, files]
         config.change(app.config_changed, config, [seed, steps, device, toy_help, status])
-        go.click(app.generate, [prompt, config, seed, steps, device, extra], [status, val, timer])
+        go.click(app.generate, [prompt, config, seed, steps, device, extra],
+                 [status, val, *results, timer])
         stop.click(app.stop, None, status)
         # no loading overlay on each poll: it would flicker once a second (and cost CPU)
         for event in (timer.tick, page.load):
