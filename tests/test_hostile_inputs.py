@@ -16,9 +16,10 @@ from dreamfusion.cli import main
 from dreamfusion.config import MAX_DEPTH, load_config, parse_yaml, to_yaml
 from dreamfusion.config.limits import PAIR_RANGES, RANGES, memory_needs
 from dreamfusion.config.schema import RunConfig
-from dreamfusion.config.text import bad_character, check_prompt, quote
+from dreamfusion.config.text import bad_character, check_prompt
 from dreamfusion.errors import UserError
 from dreamfusion.export.mesh import no_surface
+from dreamfusion.pipeline.inputs import config_header
 
 from conftest import one_line_error
 
@@ -57,7 +58,7 @@ def test_no_accepted_prompt_breaks_the_config_file_it_heads(prompt):
     except UserError:
         return
     cfg = load_config("toy")
-    text = f"# dreamfusion run {quote(prompt)}\n" + to_yaml(cfg)
+    text = config_header(prompt) + to_yaml(cfg)         # what pipeline.run writes
     assert text.splitlines()[0].startswith("# dreamfusion run ")
     assert len(text.splitlines()) == len(to_yaml(cfg).splitlines()) + 1
     assert parse_yaml(text, "") == parse_yaml(to_yaml(cfg), "")

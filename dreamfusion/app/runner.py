@@ -24,7 +24,7 @@ from typing import Literal, Sequence
 from ..config import load_config
 from ..config.text import quote
 from ..errors import UserError
-from ..pipeline.inputs import check_cpu_memory, check_words
+from ..pipeline.inputs import check_cpu_memory, check_words, config_header
 
 State = Literal["idle", "starting", "running", "stopping", "finished", "stopped", "failed"]
 ACTIVE: tuple[State, ...] = ("starting", "running", "stopping")
@@ -63,7 +63,7 @@ def run_command(prompt: str, config: str, overrides: Sequence[str], root: Path) 
 def find_run_dir(root: Path, before: set[str], prompt: str) -> Path | None:
     """The run folder the child created: new under ``root`` since ``before`` and with this
     prompt in its ``config.yaml`` header (``pipeline.run`` writes it first)."""
-    header = f"# dreamfusion run {quote(prompt)}\n"
+    header = config_header(prompt)
     try:
         names = [p for p in root.iterdir() if p.name not in before and p.is_dir()]
     except OSError:

@@ -25,16 +25,12 @@ from ..choices import TOY_PRIORS  # noqa: E402
 from ..config import bundled_configs, load_config  # noqa: E402
 from ..errors import UserError, error_line  # noqa: E402
 from ..guidance.toy.captions import vocabulary  # noqa: E402
+from ..pipeline.runlog import duration  # noqa: E402
 from .gallery import FinishedRun, finished_runs, obj_zip, read_run  # noqa: E402
 from .runner import Runner, Snapshot  # noqa: E402
 
 TICK_SECONDS = 1.0
 TOY_EXAMPLES = ["a red cube", "a yellow duck", "a blue torus", "a green cylinder, side view"]
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
 def status_text(s: Snapshot) -> str:
@@ -47,7 +43,7 @@ def status_text(s: Snapshot) -> str:
     if s.active:
         pct = 100 * s.step / max(1, s.total)
         loss = f" · loss {s.loss:.4g} · t {s.t:.2f}" if s.loss is not None else ""
-        eta = f" · ETA {_duration(s.eta_seconds)}" if s.eta_seconds is not None else ""
+        eta = f" · ETA {duration(s.eta_seconds)}" if s.eta_seconds is not None else ""
         verb = "Stopping at the end of the step" if s.state == "stopping" else "Training"
         if s.state == "running" and s.step >= s.total:
             return f"Writing the turntable, the meshes and the scores of {s.prompt!r}{where}"

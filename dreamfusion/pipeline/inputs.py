@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from ..choices import TOY_PRIORS
 from ..config.limits import machine_memory, memory_problem
-from ..config.text import check_prompt
+from ..config.text import check_prompt, quote
 from ..errors import UserError
 from ..guidance.toy.captions import parse_caption
 
@@ -25,6 +25,12 @@ if TYPE_CHECKING:
 def slugify(prompt: str, limit: int = 48) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")
     return slug[:limit].rstrip("-") or "run"
+
+
+def config_header(prompt: str) -> str:
+    """The first line of a run's ``config.yaml``: the prompt, quoted with JSON's escapes so
+    that no text can end the comment line (the app finds a new run's folder by it)."""
+    return f"# dreamfusion run {quote(prompt)}\n"
 
 
 def check_output_root(root: Path, create: bool = True) -> None:

@@ -23,7 +23,7 @@ from .artifacts import validation_strip, write_json, write_turntable
 from .build import build_prior, build_scene
 from .checkpoint import CheckpointStore, Loaded, check_compatible, open_run
 from .evaluate import silhouette_iou, toy_metrics
-from .inputs import check_output_root, new_run_dir, prepare, select_device
+from .inputs import check_output_root, config_header, new_run_dir, prepare, select_device
 from .representation import Representation
 from .runlog import EventLog, MetricsLog, ProgressStyle, progress_style, truncate_metrics
 from .supervisor import Supervisor
@@ -115,8 +115,7 @@ def _open_folder(prompt: str, cfg: DictConfig, run_dir: Path, scene: Representat
     """Write ``config.yaml``, then save the first checkpoint or restore ``resume_from``."""
     run_dir.mkdir(parents=True, exist_ok=True)
     config_yaml = OmegaConf.to_yaml(cfg)
-    # the prompt is quoted with JSON's escapes: no text can end the comment line
-    write_text(run_dir / "config.yaml", f"# dreamfusion run {quote(prompt)}\n" + config_yaml)
+    write_text(run_dir / "config.yaml", config_header(prompt) + config_yaml)
     events = EventLog(run_dir / "run.log", style)
     events(backend, echo=False)         # printed before the models loaded
     for path in remove_temp_files(run_dir):

@@ -14,14 +14,16 @@ import time
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
-from typing import Literal, TextIO
+from typing import TYPE_CHECKING, Literal, TextIO
 
 from tqdm import tqdm
 
 from ..config.text import one_line
 from ..errors import UserError
 from ..utils.atomic import append_text, write_text
-from .train import StepStats
+
+if TYPE_CHECKING:          # only annotations: the app formats durations here without torch
+    from .train import StepStats
 
 ProgressStyle = Literal["bar", "lines", "quiet"]
 LINE_EVERY_PERCENT = 5
@@ -68,7 +70,8 @@ class EventLog:
             say(message, self.style)
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """``4m05s``, or ``2h03m`` from an hour on."""
     seconds = int(round(seconds))
     if seconds >= 3600:
         return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
@@ -108,7 +111,7 @@ class MetricsLog:
         eta = elapsed / done * (self.total - s.step)
         return (f"step {s.step}/{self.total} ({100 * s.step / self.total:.0f}%) loss "
                 f"{s.loss:.4g} t {s.t:.2f} view {s.view}; {done / max(elapsed, 1e-9):.2f} "
-                f"step/s, ETA {_duration(eta)}")
+                f"step/s, ETA {duration(eta)}")
 
     def write(self, record: dict) -> None:
         append_text(self.path, json.dumps(record) + "\n")
