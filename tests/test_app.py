@@ -137,6 +137,8 @@ def test_one_run_at_a_time_and_stop_keeps_a_checkpoint(tmp_path, fast_overrides)
     runner = Runner(root)
     with pytest.raises(UserError, match="does not know 'hamburger'"):
         runner.start("a red hamburger", "toy", [])
+    with pytest.raises(UserError, match="'--quiet' must look like key.sub=value"):
+        runner.start("a red cube", "toy", ["--quiet"])       # a flag is not a key
     assert not root.exists() or list(root.iterdir()) == []
     overrides = [o for o in fast_overrides if not o.startswith(("steps=", "output.root="))]
     runner.start("a red cube", "toy", [*overrides, "steps=100000", "output.log_every=1"])

@@ -109,6 +109,7 @@ class Runner:
         self._snap = Snapshot()
         self._before: set[str] = set()
         self._output: deque[str] = deque(maxlen=40)
+        self._reader: threading.Thread | None = None
 
     def start(self, prompt: str, config: str, overrides: Sequence[str]) -> str:
         """Check the input as the CLI does first (no torch: instant), then start the run;
@@ -133,7 +134,9 @@ class Runner:
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,
                 encoding="utf-8", errors="replace", start_new_session=True)
             self._snap = Snapshot("starting", prompt, total=int(cfg.steps))
-            threading.Thread(target=self._read_output, args=(self._proc,), daemon=True).start()
+            self._reader = threading.Thread(target=self._read_output, args=(self._proc,),
+                                            daemon=True)
+            self._reader.start()
             return prompt
 
     def _read_output(self, proc: subprocess.Popen) -> None:
@@ -142,7 +145,6 @@ class Runner:
             line = line.rstrip("\n")
             if line.strip():
                 self._output.append(line)
-        proc.wait()
 
     def stop(self) -> bool:
         """Ask the run to stop at the end of its step with a checkpoint (SIGINT, as Ctrl-C);
@@ -171,6 +173,11 @@ class Runner:
             snap.log = list(self._output)
             code = proc.poll()
             if code is not None and snap.active:
+                # the exit can be seen before the last lines are read from the pipe: the
+                # message is the last line, so read to the end first (EOF comes at once)
+                if self._reader is not None:
+                    self._reader.join(timeout=10)
+                snap.log = list(self._output)
                 snap.state = ENDINGS.get(code, "failed")
                 snap.message = self._ending(code)
             elif snap.state == "starting" and snap.run_dir is not None:
