@@ -1,4 +1,5 @@
-"""``dreamfusion run "<prompt>" [key.sub=value ...]`` and ``dreamfusion bench toy``."""
+"""``dreamfusion run "<prompt>" [key.sub=value ...]``, ``export``, ``batch``, ``app`` and
+``bench ...``; each bench and ``batch``/``app`` parse their own arguments."""
 from __future__ import annotations
 
 import argparse
@@ -9,9 +10,15 @@ from pathlib import Path
 from typing import Sequence
 
 from . import app
-from .bench import batch, executors, remedies, rprecision, toy
+from .bench import batch, executors, gpu, remedies, rprecision, sds_step, speed, toy
 from .config import DEFAULT_CONFIG, load_config, to_yaml
 from .errors import Interrupted, TrainingFailed, UserError, error_line
+
+
+#: each bench's module owns its parser (``add_parser``) and its command (``main``); none
+#: imports torch before its ``main`` runs. In this order in ``dreamfusion bench --help``.
+BENCHES = {"toy": toy, "remedies": remedies, "executors": executors, "speed": speed,
+           "rprecision": rprecision, "sds-step": sds_step, "gpu": gpu}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -45,31 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     app.add_parser(sub)
     bench = sub.add_parser("bench", help="benchmarks")
     bench_sub = bench.add_subparsers(dest="bench", required=True, parser_class=_Parser)
-    toy.add_parser(bench_sub)
-    remedies.add_parser(bench_sub)
-    executors.add_parser(bench_sub)
-    speed = bench_sub.add_parser("speed", help="each backend's speed against the PyTorch reference")
-    speed.add_argument("overrides", nargs="*", metavar="key.sub=value")
-    speed.add_argument("--config", default=DEFAULT_CONFIG, help="for renders and toy runs")
-    speed.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    speed.add_argument("--points", type=int, default=262144, help="hash-grid points per call")
-    speed.add_argument("--repeats", type=int, default=3)
-    speed.add_argument("--toy-steps", type=int, default=30, help="toy SDS steps timed")
-    speed.add_argument("--no-toy-run", action="store_true", help="skip the full toy runs")
-    speed.add_argument("--sd-steps", type=int, default=1,
-                       help="SDS steps timed with the SD-sized UNet (0: skip)")
-    speed.add_argument("--results", default="results")
-    rprecision.add_parser(bench_sub)
-    step = bench_sub.add_parser("sds-step", help="one SDS step with an SD-sized random model")
-    step.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    step.add_argument("--steps", type=int, default=3, help="steps timed after a warm-up")
-    step.add_argument("--render", type=int, default=64, help="render size (DreamFusion: 64)")
-    step.add_argument("--render-size", type=int, default=512, help="VAE input size")
-    step.add_argument("--guidance-scale", type=float, default=100.0)
-    step.add_argument("--results", default="results")
-    from .bench import gpu
-
-    gpu.add_parser(bench_sub)
+    for module in BENCHES.values():
+        module.add_parser(bench_sub)
     return parser
 
 
@@ -140,43 +124,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    if args.bench == "gpu":
-        from .bench import gpu
-
-        return gpu.main(args)
-    if args.bench == "speed":
-        from .bench.speed import run_speed_bench
-
-        if args.points < 1 or args.repeats < 1 or args.toy_steps < 1 or args.sd_steps < 0:
-            raise UserError("bench speed takes --points, --repeats and --toy-steps >= 1, "
-                            "--sd-steps >= 0")
-        cfg = load_config(args.config, args.overrides)
-        if cfg.guidance.prior != "toy":
-            raise UserError("bench speed times the toy prior: give a config with guidance.prior=toy")
-        command = " ".join(["dreamfusion bench speed", *args.overrides, "--config", args.config,
-                            "--device", args.device, "--points", str(args.points), "--repeats",
-                            str(args.repeats), "--toy-steps", str(args.toy_steps),
-                            "--sd-steps", str(args.sd_steps)] + ["--no-toy-run"] * args.no_toy_run)
-        run_speed_bench(cfg, args.device, args.points, args.repeats, args.toy_steps,
-                        not args.no_toy_run, args.sd_steps, args.results, command)
-        return 0
-    if args.bench == "sds-step":
-        from .bench.sds_step import run_sds_step_bench
-
-        if args.overrides:
-            raise UserError(f"bench sds-step takes no config overrides: {' '.join(args.overrides)}")
-        if args.steps < 1 or args.render < 8 or args.render_size < 8:
-            raise UserError("--steps must be >= 1, --render and --render-size >= 8")
-        run_sds_step_bench(args.device, args.steps, args.render, args.render_size,
-                           args.guidance_scale, args.results)
-        return 0
-    if args.bench == "rprecision":
-        return rprecision.main(args)
-    if args.bench == "remedies":
-        return remedies.main(args)
-    if args.bench == "executors":
-        return executors.main(args)
-    return toy.main(args)
+    return BENCHES[args.bench].main(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

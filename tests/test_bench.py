@@ -89,9 +89,9 @@ def test_bench_remedies_refuses_bad_input_before_any_run(tmp_path, capsys):
 
 
 def test_bench_sds_step_runs_the_sd_code_path(monkeypatch, tmp_path):
-    import dreamfusion.bench.sds_step as sds_step
+    import dreamfusion.bench.sds_timing as sds_timing
 
-    real = sds_step.sd21_base_configs()
+    real = sds_timing.sd21_base_configs()
     tiny = {**real,
             "unet": {**real["unet"], "block_out_channels": [32, 64], "attention_head_dim": 8,
                      "layers_per_block": 1, "cross_attention_dim": 32,
@@ -100,7 +100,7 @@ def test_bench_sds_step_runs_the_sd_code_path(monkeypatch, tmp_path):
             "vae": {**real["vae"], "block_out_channels": [32, 64], "layers_per_block": 1,
                     "down_block_types": ["DownEncoderBlock2D"] * 2,
                     "up_block_types": ["UpDecoderBlock2D"] * 2}}
-    monkeypatch.setattr(sds_step, "sd21_base_configs", lambda: tiny)
+    monkeypatch.setattr(sds_timing, "sd21_base_configs", lambda: tiny)
     assert main(["bench", "sds-step", "--device", "cpu", "--steps", "1", "--render", "16",
                  "--render-size", "16", "--results", str(tmp_path)]) == 0
     row = json.loads((tmp_path / "sds_step_cpu.json").read_text())

@@ -234,7 +234,10 @@ def test_no_surface_advice_fits_the_cause():
                                   ["run", "--help"], ["run", "a red cube", "steps=" + "[" * 9999],
                                   ["run", "a red cube", "nerf.grid.n_levels=32",
                                    "nerf.grid.features=16", "nerf.grid.table_size_log2=24",
-                                   "nerf.grid.base_resolution=512", "nerf.grid.growth=1.1"]])
+                                   "nerf.grid.base_resolution=512", "nerf.grid.growth=1.1"],
+                                  ["bench", "--help"], ["bench", "speed", "--points", "0"],
+                                  ["bench", "sds-step", "--steps", "0"],
+                                  ["bench", "gpu", "--run-steps", "0"]])
 def test_help_version_and_refusals_do_not_import_torch(args):
     code = ("import sys\nfrom dreamfusion.cli import main\n"
             "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"

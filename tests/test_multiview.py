@@ -253,7 +253,7 @@ def test_multiview_attention_lets_one_view_see_another():
 
 
 def test_mvdreams_sd21_architecture_is_sd21_bases_unet_with_a_camera_mlp():
-    from dreamfusion.bench.sds_step import sd21_base_configs
+    from dreamfusion.bench.sds_timing import sd21_base_configs
 
     sd = sd21_base_configs()["unet"]
     config = mvdream.unet_config(mvdream.SD21_4VIEW)

@@ -91,7 +91,7 @@ def sd_run(device: str, steps: int, tiny: bool, folder: Path,
     from ..pipeline.run import run
     from .measure import peak_memory_gb
     from .random_models import TINY, save_random_stable_diffusion
-    from .sds_step import sd21_base_configs
+    from .sds_timing import sd21_base_configs
 
     written = time.perf_counter()
     configs = TINY if tiny else sd21_base_configs()
@@ -132,8 +132,8 @@ def run_gpu_bench(device: str, run_steps: int, sd_steps: int, tiny: bool, tests:
     from ..config import load_config
     from ..pipeline.artifacts import write_json
     from ..utils.atomic import write_text
-    from .speed import run_speed_bench
-    from .sds_step import time_sds_step
+    from .speed_rows import run_speed_bench
+    from .sds_timing import time_sds_step
     from .toy import machine
 
     started = time.perf_counter()
