@@ -49,8 +49,26 @@ def fast_overrides(tmp_path: Path) -> list[str]:
     return FAST + [f"output.root={tmp_path / 'outputs'}"]
 
 
+def pytest_addoption(parser):
+    parser.addoption("--slow", action="store_true",
+                     help="also run the tests marked slow (end-to-end runs, browsers, Ray)")
+
+
 def pytest_configure(config):
     os.environ.setdefault("OMP_NUM_THREADS", "2")
+    config.addinivalue_line(
+        "markers", "slow: an end-to-end test of minutes; skipped unless --slow (.ci/run passes it)")
+
+
+def pytest_collection_modifyitems(config, items):
+    # the common path (`python -m pytest -q tests`) stays within minutes on two cores; CI
+    # runs the slow tests as a stage of their own, so nothing goes untested
+    if config.getoption("--slow"):
+        return
+    skip = pytest.mark.skip(reason="slow end-to-end test: run with --slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

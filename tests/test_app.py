@@ -132,6 +132,7 @@ def test_a_model_that_cannot_load_fails_the_run_with_the_clis_line(tmp_path, cap
     assert snap.run_dir is None and list((tmp_path / "outputs").iterdir()) == []
 
 
+@pytest.mark.slow
 def test_one_run_at_a_time_and_stop_keeps_a_checkpoint(tmp_path, fast_overrides):
     root = tmp_path / "outputs"
     runner = Runner(root)
@@ -215,6 +216,7 @@ def test_a_bad_prompt_shows_the_clis_line_and_the_app_goes_on(app, capsys):
     assert page.remote_requests() == []
 
 
+@pytest.mark.slow
 def test_generate_shows_the_mesh_and_offers_the_runs_files(app):
     page, root, _ = app
     page.generate("a red cube", 60, SMALL)
@@ -268,6 +270,7 @@ def _drawn(page: Page, viewer: str):
     return image if (image.min(axis=2) < 200).mean() > 0.01 else None
 
 
+@pytest.mark.slow
 def test_stop_saves_a_checkpoint_the_cli_resumes(app, capsys):
     page, root, _ = app
     page.open_tab("Generate")

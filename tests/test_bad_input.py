@@ -276,6 +276,7 @@ PROMPTS = st.one_of(st.text(max_size=600),
                     st.sampled_from(["a red cube", "a yellow duck, side view", "a blue torus"]))
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(prompt=PROMPTS, overrides=st.lists(OVERRIDES, max_size=4))

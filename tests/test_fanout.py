@@ -36,6 +36,7 @@ def ray_cluster():
     ray.shutdown()
 
 
+@pytest.mark.slow
 def test_batch_on_ray_matches_local_and_fails_a_bad_prompt_alone(tmp_path, capsys):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("# toy captions\na red cube\n\na purple banana\n")
@@ -67,6 +68,7 @@ def test_batch_on_ray_matches_local_and_fails_a_bad_prompt_alone(tmp_path, capsy
     assert (tmp_path / "ray" / "a-red-cube-seed0" / "summary.json").stat().st_mtime_ns == stamp
 
 
+@pytest.mark.slow
 def test_bench_executors_times_the_same_runs_each_way(tmp_path, capsys):
     assert main(["bench", "executors", *TINY, "--prompts", "a red cube", "--seeds", "0",
                  "--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "res")]) == 0
@@ -83,6 +85,7 @@ def test_bench_executors_times_the_same_runs_each_way(tmp_path, capsys):
     assert not ray.is_initialized()             # it started its own Ray and stopped it
 
 
+@pytest.mark.slow
 def test_bench_toy_on_ray_gives_the_same_table_as_local(ray_cluster, tmp_path, capsys):
     common = ["bench", "toy", "--config", "toy", "--prompts", "a green cylinder", "--seeds", "0",
               "1", "--cpus-per-run", "1", *TINY]
@@ -99,6 +102,7 @@ def test_bench_toy_on_ray_gives_the_same_table_as_local(ray_cluster, tmp_path, c
     assert "--executor ray --cpus-per-run 1" in on_ray["command"]
 
 
+@pytest.mark.slow
 def test_a_killed_worker_is_retried_and_resumes_to_the_same_checkpoint(ray_cluster, tmp_path):
     """Also: a task asking for 2 CPUs runs with 2 threads (the other tests' ask for 1)."""
     prompts = tmp_path / "p.txt"

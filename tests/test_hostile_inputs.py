@@ -50,6 +50,7 @@ def test_joiners_and_other_scripts_are_text():
         assert bad_character(prompt) is None and check_prompt(prompt) == prompt
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(st.text(min_size=1, max_size=200))
 def test_no_accepted_prompt_breaks_the_config_file_it_heads(prompt):

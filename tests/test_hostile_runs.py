@@ -93,6 +93,7 @@ def test_export_flags_are_refused_before_any_work_with_advice_that_fits(tmp_path
 
 # --- 6. temporary files of killed writes --------------------------------------------------------
 
+@pytest.mark.slow
 def test_resume_and_export_clean_temporary_files_anywhere_in_the_run(tmp_path, capsys):
     run_dir = fast_run(tmp_path / "out", "steps=8", "checkpoint.every=4", "export.enabled=true")
     (run_dir / "checkpoints" / "step_000008.pt").unlink()

@@ -87,6 +87,7 @@ def _kill_at(root: Path, proc: subprocess.Popen, step: int) -> tuple[int, int]:
     return _logged_step(run_dir), saved.state["trainer"]["step"]
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_is_bit_identical(reference, tmp_path):
     root = tmp_path / "killed"
     reached, saved = _kill_at(root, _start(root, "a red cube"), 47)   # not on a checkpoint
@@ -111,6 +112,7 @@ def test_sigkill_then_resume_is_bit_identical(reference, tmp_path):
     assert evals == [50, 100, 120]                  # the IoU curve, once per point too
 
 
+@pytest.mark.slow
 def test_gaussians_resume_after_sigkill_bit_identically(tmp_path):
     """A variable number of Gaussians, densified and pruned between checkpoints: the resumed
     run ends where an uninterrupted one does, count, parameters and Adam's moments."""
@@ -128,6 +130,7 @@ def test_gaussians_resume_after_sigkill_bit_identically(tmp_path):
     _assert_bit_identical(reference, _final_state(_run_dir(root)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_a_stop_signal_saves_a_checkpoint_and_resume_is_bit_identical(sig, reference, tmp_path):
     root = tmp_path / "interrupted"
@@ -187,6 +190,7 @@ def test_a_run_that_cannot_recover_stops_and_keeps_its_checkpoint(tmp_path, caps
     assert kept.state["trainer"]["step"] == 0 and not (run_dir / "summary.json").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["flip", "truncate", "no-checksum"])
 def test_a_damaged_checkpoint_is_reported_and_resume_falls_back(damage, tmp_path, capsys):
     code, run_dir = _fast_run(tmp_path, "steps=12", "checkpoint.every=4")

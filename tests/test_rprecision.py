@@ -96,6 +96,7 @@ def test_captions_are_normalised_as_dream_fields_did():
     assert normalise_caption("a man riding a horse,") == "a man riding a horse."
 
 
+@pytest.mark.slow
 def test_bench_rprecision_trains_scores_and_rescores(tiny_clip, fast_overrides, tmp_path, capsys):
     import json
 
