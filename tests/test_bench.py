@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import imageio.v3 as imageio
 import pytest
@@ -147,8 +148,6 @@ def test_bench_speed_measures_each_backend_against_the_reference(fast_overrides,
 
 @pytest.mark.slow
 def test_bench_gpu_runs_every_part_with_tiny_models_on_a_cpu(tmp_path, monkeypatch, capsys):
-    from pathlib import Path
-
     monkeypatch.chdir(Path(__file__).resolve().parents[1])       # the CUDA tests, by path
     assert main(["bench", "gpu", "--device", "cpu", "--tiny", "--run-steps", "3",
                  "--sd-steps", "1", "--results", str(tmp_path)]) == 0
@@ -177,3 +176,32 @@ def test_bench_gpu_without_a_gpu_is_refused_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "needs a CUDA GPU" in err and len(err.strip().splitlines()) == 1
     assert not any(tmp_path.iterdir())
+
+
+def _own_peak() -> float:
+    import torch
+
+    from dreamfusion.bench.measure import peak_memory_gb
+
+    return peak_memory_gb(torch.device("cpu"))[0]
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="Linux's /proc")
+def test_a_fresh_process_reports_its_own_peak_memory_not_its_parents():
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    import torch
+
+    from dreamfusion.bench.measure import peak_memory_gb, reset_peak_memory
+
+    cpu = torch.device("cpu")
+    ballast = torch.ones(2 ** 30, dtype=torch.uint8)              # 1 GiB, touched
+    parent = peak_memory_gb(cpu)[0]
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        child = pool.submit(_own_peak).result()
+    # ru_maxrss would give the child the parent's peak: spawn forks, then execs
+    assert child < parent - 0.5, (child, parent)
+    del ballast
+    reset_peak_memory(cpu)
+    assert peak_memory_gb(cpu)[0] < parent - 0.5

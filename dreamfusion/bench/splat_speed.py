@@ -6,9 +6,9 @@ import torch
 
 from ..gaussians.model import Gaussians
 from ..gaussians.renderer import GaussianRenderer, gsplat_available
-from ..rendering.cameras import orbit
+from ..rendering.cameras import Cameras, orbit
 from ..rendering.shading import Background
-from .measure import best_seconds, peak_memory_gb
+from .measure import best_seconds, peak_memory_gb, reset_peak_memory
 from .tables import markdown_table
 
 COUNTS = (10_000, 50_000)
@@ -26,35 +26,40 @@ def splat_backends(device: torch.device) -> list[str]:
 
 
 def measure_splats(backend: str, device_name: str, repeats: int) -> list[dict]:
-    """Images/s per count, and the pairs composited (the drawn Gaussians for gsplat, which
-    does not count pairs); run in a fresh process (its peak memory is its own). The Gaussians
-    are a trained set's shape: initialised as a run initialises them, in a ball of radius 0.5,
-    with the opacity a trained object has (0.5) and scales of their neighbours' spacing."""
+    """Images/s per count, the pairs composited (the drawn Gaussians for gsplat, which does
+    not count pairs) and the peak memory while measuring that count; run in a fresh process,
+    so that peak is the rasteriser's own. The Gaussians are a trained set's shape:
+    initialised as a run initialises them, in a ball of radius 0.5, with the opacity a trained
+    object has (0.5) and scales of their neighbours' spacing."""
     device = torch.device(device_name)
     renderer = GaussianRenderer(backend, device, 0.3, 0.7)
     background = Background("solid", (1.0, 1.0, 1.0)).to(device)
     cams = orbit(1, 20.0, 2.3, 40.0)
     lights = cams.positions / cams.positions.norm(dim=-1, keepdim=True)
-    out = []
-    for count in COUNTS:
-        g = Gaussians(count, 1.0, 0.5, 0.5, torch.Generator().manual_seed(0)).to(device)
+    return [_measure_count(renderer, backend, device, background, cams, lights, count, repeats)
+            for count in COUNTS]
 
-        def forward() -> int:
-            with torch.no_grad():
-                return renderer.render(g, background, cams, SIZE, SIZE, "lambertian",
-                                       lights).rendered.n_samples
 
-        def forward_backward() -> None:
-            g.zero_grad()
-            renderer.render(g, background, cams, SIZE, SIZE, "lambertian",
-                            lights).rendered.rgb.sum().backward()
+def _measure_count(renderer: GaussianRenderer, backend: str, device: torch.device,
+                   background: Background, cams: Cameras, lights: torch.Tensor, count: int,
+                   repeats: int) -> dict:
+    reset_peak_memory(device)        # this count's peak, not the larger one measured before
+    g = Gaussians(count, 1.0, 0.5, 0.5, torch.Generator().manual_seed(0)).to(device)
 
-        out.append({"backend": backend, "gaussians": count, "pairs": forward(),
-                    "images_per_second": 1.0 / best_seconds(forward, device, repeats),
-                    "train_images_per_second":
-                        1.0 / best_seconds(forward_backward, device, repeats)})
-    peak, _ = peak_memory_gb(device)
-    return [dict(row, peak_memory_gb=peak) for row in out]
+    def forward() -> int:
+        with torch.no_grad():
+            return renderer.render(g, background, cams, SIZE, SIZE, "lambertian",
+                                   lights).rendered.n_samples
+
+    def forward_backward() -> None:
+        g.zero_grad()
+        renderer.render(g, background, cams, SIZE, SIZE, "lambertian",
+                        lights).rendered.rgb.sum().backward()
+
+    return {"backend": backend, "gaussians": count, "pairs": forward(),
+            "images_per_second": 1.0 / best_seconds(forward, device, repeats),
+            "train_images_per_second": 1.0 / best_seconds(forward_backward, device, repeats),
+            "peak_memory_gb": peak_memory_gb(device)[0]}
 
 
 def splat_table(rows: list[dict]) -> str:
