@@ -89,7 +89,7 @@ def sd_run(device: str, steps: int, tiny: bool, folder: Path,
 
     from ..config import load_config
     from ..pipeline.run import run
-    from .measure import peak_memory_gb
+    from .measure import peak_memory_gb, reset_peak_memory
     from .random_models import TINY, save_random_stable_diffusion
     from .sds_timing import sd21_base_configs
 
@@ -113,8 +113,7 @@ def sd_run(device: str, steps: int, tiny: bool, folder: Path,
                       "output.turntable_size=16", "nerf.blob_density=10",
                       "gaussians.count=300", "gaussians.init_opacity=0.5"]
     cfg = load_config(config, overrides)
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
+    reset_peak_memory(torch.device(device))          # this run's peak, not the check's so far
     result = run("a hamburger", cfg, run_dir=folder / config, quiet=True)
     memory, kind = peak_memory_gb(torch.device(device))
     m = result.metrics

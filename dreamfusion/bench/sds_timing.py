@@ -18,7 +18,7 @@ from ..pipeline.artifacts import write_json
 from ..pipeline.inputs import select_device
 from ..rendering.cameras import sample_cameras
 from ..utils.atomic import write_text
-from .measure import peak_memory_gb, synchronize
+from .measure import peak_memory_gb, reset_peak_memory, synchronize
 from .tables import markdown_table
 from .toy import machine
 
@@ -55,6 +55,7 @@ def time_sds_step(device: torch.device, steps: int, render: int, render_size: in
     """Mean time of ``steps`` SDS steps (after a warm-up) through a random SD 2.1-base
     (fp16 on CUDA, fp32 on the CPU); ``views=4``: through a random MVDream, four views of one
     object with their cameras per step."""
+    reset_peak_memory(device)        # bench gpu times SD, then MVDream, in one process
     built = time.perf_counter()
     prior = random_sd21_base(device, render_size, half=True, tiny=tiny, views=views)
     build_s = time.perf_counter() - built
