@@ -1,7 +1,8 @@
 """The named choices of the config, in one module that imports nothing.
 
 The config is checked before any work, and the CLI must answer bad input without importing
-torch; the modules that implement these choices import them from here.
+torch; the modules that implement these choices import them from here. The names of
+representations, priors and losses are the registry's (``config.registry``).
 """
 from __future__ import annotations
 
@@ -12,9 +13,6 @@ Marcher = Literal["auto", "torch", "nerfacc"]
 Normals = Literal["analytic", "finite_difference"]
 Schedule = Literal["uniform", "anneal_linear", "anneal_sqrt", "time_prioritized"]
 Weighting = Literal["sds", "uniform", "snr_sqrt"]
-PriorName = Literal["toy", "toy_multiview", "stable_diffusion", "deepfloyd_if", "mvdream"]
-GuidanceLoss = Literal["sds", "recon"]
-RepresentationName = Literal["nerf", "gaussians"]
 SplatBackend = Literal["auto", "torch", "cpp", "gsplat"]
 # gsplat's names: the 0.3 px^2 filter alone, or with its opacity compensation
 RasterizeMode = Literal["classic", "antialiased"]
@@ -24,11 +22,5 @@ MARCHERS: tuple[str, ...] = get_args(Marcher)
 NORMALS: tuple[str, ...] = get_args(Normals)
 SCHEDULES: tuple[str, ...] = get_args(Schedule)
 WEIGHTINGS: tuple[str, ...] = get_args(Weighting)
-PRIORS: tuple[str, ...] = get_args(PriorName)
-GUIDANCE_LOSSES: tuple[str, ...] = get_args(GuidanceLoss)
-# the priors that denoise several views of one object jointly, and those with a ground truth
-MULTIVIEW_PRIORS: tuple[str, ...] = ("toy_multiview", "mvdream")
-TOY_PRIORS: tuple[str, ...] = ("toy", "toy_multiview")
-REPRESENTATIONS: tuple[str, ...] = get_args(RepresentationName)
 SPLAT_BACKENDS: tuple[str, ...] = get_args(SplatBackend)
 RASTERIZE_MODES: tuple[str, ...] = get_args(RasterizeMode)

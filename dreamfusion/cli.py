@@ -100,12 +100,8 @@ def _run(args: argparse.Namespace) -> int:
             return 0
         result = run(args.prompt, cfg, quiet=args.quiet)
     print(f"wrote {result.run_dir} in {result.seconds:.0f} s: {', '.join(result.files)}")
-    if "silhouette_iou" in result.metrics:
-        m = result.metrics
-        print(f"toy ground truth: silhouette IoU {m['silhouette_iou']:.3f} over 8 azimuths x 2 "
-              f"elevations (side views {m['side_iou']:.3f}; {m['best_yaw_iou']:.3f} after the "
-              f"best yaw, {m['best_yaw']:+.0f} deg); colour error {m['colour_error']:.3f}; "
-              f"toy R@1 {m['toy_r_precision']:.2f}")
+    if result.report:
+        print(result.report)
     return 0
 
 

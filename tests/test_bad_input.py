@@ -142,7 +142,7 @@ CASES = [
     (["run", "a red cube", "--config", "toy-gaussians", "gaussians.backend=gsplat"],
      "config gaussians.backend: gsplat needs a CUDA device"),
     (["run", "a red cube", "--config", "toy-gaussians", "regularizers.orientation=1"],
-     "config regularizers.orientation: is the NeRF's"),
+     "config regularizers.orientation: the gaussians representation does not feed this term"),
     # multi-view guidance
     (["run", "a yellow duck", "--config", "toy-multiview", "prompt.view_dependent=true",
       "prompt.perp_neg=true"], "config prompt.perp_neg: is for single-view priors"),

@@ -7,8 +7,8 @@ from dreamfusion.config import load_config
 from dreamfusion.guidance.toy.world import Caption, cube
 from dreamfusion.nerf.renderer import RenderSettings
 from dreamfusion.rendering.shading import Background
-from dreamfusion.pipeline.build import Scene
-from dreamfusion.pipeline.evaluate import silhouette_iou
+from dreamfusion.nerf.scene import NeRFScene as Scene
+from dreamfusion.guidance.toy.evaluate import silhouette_iou
 
 
 class RotatedCube(nn.Module):
@@ -49,7 +49,7 @@ def test_surface_scores_measure_distance_to_the_true_surface_and_undo_yaw():
     import numpy as np
 
     from dreamfusion.guidance.toy.world import SHAPES, Caption
-    from dreamfusion.pipeline.evaluate import surface_scores, true_surface_samples
+    from dreamfusion.guidance.toy.evaluate import surface_scores, true_surface_samples
 
     caption = Caption("red", "cube")
     points = true_surface_samples(caption, 2000)
@@ -74,7 +74,7 @@ def test_true_surface_samples_lie_on_every_shape():
     import numpy as np
 
     from dreamfusion.guidance.toy.world import SHAPES
-    from dreamfusion.pipeline.evaluate import true_surface_samples
+    from dreamfusion.guidance.toy.evaluate import true_surface_samples
 
     for shape in SHAPES:
         points = true_surface_samples(Caption("white", shape), 4000)

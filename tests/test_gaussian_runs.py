@@ -89,11 +89,13 @@ def test_a_checkpoint_of_one_representation_is_not_resumed_as_the_other(tmp_path
 def test_a_checkpoint_is_checked_for_its_own_representations_modules(tmp_path, capsys):
     from dreamfusion.config import load_config
     from dreamfusion.pipeline.build import build_scene
-    from dreamfusion.pipeline.checkpoint import SCENE_MODULES, checkpoint_name
+    from dreamfusion.config import registry
+    from dreamfusion.pipeline.checkpoint import checkpoint_name
 
     for name in ("nerf", "gaussians"):
         cfg = load_config("toy", [*FAST, f"representation={name}"])
-        assert tuple(build_scene(cfg, torch.device("cpu")).modules()) == SCENE_MODULES[name]
+        modules = build_scene(cfg, torch.device("cpu")).checkpoint_modules()
+        assert tuple(modules) == registry.representation(name).modules
     run_dir = _run(tmp_path / "out", "steps=8", "checkpoint.every=4", "export.enabled=false")
     newest = run_dir / "checkpoints" / checkpoint_name(8)
     state = torch.load(newest, weights_only=True)

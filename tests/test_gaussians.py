@@ -11,7 +11,7 @@ from dreamfusion.gaussians.model import SH_C0, Gaussians, quat_to_rotation
 from dreamfusion.gaussians.ply import FIELDS, PlyError, read_ply, write_ply
 from dreamfusion.gaussians.rasterize import (ALPHA_MAX, ALPHA_MIN, EPS_2D, T_MIN, Pairs,
                                              composite, project, rasterize)
-from dreamfusion.gaussians.renderer import GaussianRenderer, pinholes
+from dreamfusion.gaussians.renderer import GaussianRenderer, pinholes, rasterize_with
 from dreamfusion.rendering.cameras import Cameras, orbit
 from dreamfusion.rendering.shading import Background
 
@@ -341,9 +341,9 @@ def test_the_compiled_compositor_matches_the_reference(max_opacity, mode):
         leaves = [t.detach().clone().requires_grad_(True) for t in
                   (g.means, g.log_scales, g.quats, g.opacity_logits, values)]
         m = quat_to_rotation(leaves[2]) * torch.exp(leaves[1]).unsqueeze(-2)
-        image, alpha, proj, n = rasterize(leaves[0], m @ m.transpose(-1, -2),
-                                          torch.sigmoid(leaves[3]), leaves[4], cam, 20, 24,
-                                          kernel, mode)
+        image, alpha, proj, n = rasterize_with(kernel, leaves[0], m @ m.transpose(-1, -2),
+                                               torch.sigmoid(leaves[3]), leaves[4], cam, 20, 24,
+                                               mode)
         proj.means2d.retain_grad()
         ((image - target) ** 2).sum().add((alpha * target[..., 0]).sum()).backward()
         results[kernel] = (image, alpha, n, proj.means2d.grad, *[t.grad for t in leaves])

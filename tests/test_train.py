@@ -9,6 +9,7 @@ from dreamfusion.pipeline.build import build_prior, build_scene
 from dreamfusion.pipeline.train import Trainer
 
 from conftest import FAST
+from peers import FlatColour
 
 
 def _trainer(*extra: str) -> Trainer:
@@ -50,45 +51,6 @@ def test_a_step_changes_the_field_and_reports_its_view():
     assert stats.view in ("front", "side", "back", "overhead") and stats.samples > 0
     assert 0.0 < stats.t < 1.0
     assert not torch.equal(before, trainer.scene.field.encoding.params)
-
-
-class FlatColour:
-    """The smallest representation: one learnable colour everywhere. If the trainer reached
-    past the ``Representation`` interface (into a NeRF's field or grid), this would fail."""
-
-    def __init__(self) -> None:
-        self.colour = torch.nn.Parameter(torch.zeros(3))
-        self.steps_seen: list[int] = []
-        self.updates_seen: list[int] = []
-
-    def render(self, cameras, height, width, mode="albedo", light_dirs=None, with_normals=False):
-        from dreamfusion.rendering.rendered import Rendered
-
-        b = len(cameras)
-        rgb = torch.sigmoid(self.colour).expand(b, height, width, 3)
-        ones = torch.ones(b, height, width)
-        return Rendered(rgb, ones, ones, b * height * width)
-
-    def param_groups(self):
-        return [{"params": [self.colour], "lr": 0.05}]
-
-    def named_parameters(self):
-        return [("colour", self.colour)]
-
-    def before_step(self, step):
-        self.steps_seen.append(step)
-
-    def after_step(self, step, optimizer):
-        self.updates_seen.append(step)
-
-    def set_step(self, step):
-        pass
-
-    def density(self, points):
-        return torch.ones(len(points))
-
-    def modules(self):
-        return {}
 
 
 def test_the_trainer_needs_only_the_representation_interface():

@@ -21,8 +21,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import gradio as gr  # noqa: E402
 
-from ..choices import TOY_PRIORS  # noqa: E402
-from ..config import bundled_configs, load_config  # noqa: E402
+from ..config import bundled_configs, load_config, registry  # noqa: E402
 from ..errors import UserError, error_line  # noqa: E402
 from ..guidance.toy.captions import vocabulary  # noqa: E402
 from ..pipeline.runlog import duration  # noqa: E402
@@ -78,7 +77,7 @@ class App:
             cfg = load_config(config)
         except UserError as exc:
             return gr.skip(), gr.skip(), gr.skip(), gr.update(visible=False), error_line(str(exc))
-        toy = cfg.guidance.prior in TOY_PRIORS
+        toy = registry.prior(cfg.guidance.prior).ground_truth
         return (int(cfg.seed), int(cfg.steps), str(cfg.device), gr.update(visible=toy), "")
 
     def generate(self, prompt: str, config: str, seed: float | None, steps: float | None,

@@ -19,8 +19,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..choices import TOY_PRIORS
-from ..config import DEFAULT_CONFIG, load_config
+from ..config import DEFAULT_CONFIG, load_config, registry
 from ..errors import UserError
 from ..pipeline.inputs import prepare, slugify
 from ..utils.atomic import write_text
@@ -121,7 +120,7 @@ def _report(phases: list[dict], overhead: dict, jobs: list[Job], command: str) -
 
 def run_executors_bench(cfg: DictConfig, prompts: list[str], seeds: list[int], runs: str,
                         results: str, address: str | None, cpus: int, command: str) -> dict:
-    if cfg.guidance.prior not in TOY_PRIORS:
+    if not registry.prior(cfg.guidance.prior).ground_truth:
         raise UserError("bench executors compares toy runs' scores: give a config with "
                         "guidance.prior=toy")
     if Path(runs).is_dir() and any(Path(runs).iterdir()):

@@ -87,7 +87,7 @@ def sd_run(device: str, steps: int, tiny: bool, folder: Path,
     ``folder``: steps/s, peak memory, and whether it exported a mesh."""
     import torch
 
-    from ..config import load_config
+    from ..config import load_config, registry
     from ..pipeline.run import run
     from .measure import peak_memory_gb, reset_peak_memory
     from .random_models import TINY, save_random_stable_diffusion
@@ -121,7 +121,7 @@ def sd_run(device: str, steps: int, tiny: bool, folder: Path,
             "steps_per_second": round(steps / max(m["train_seconds"], 1e-9), 2),
             "peak_memory_gb": round(memory, 2), "memory_kind": kind,
             "exported": sorted(f for f in result.files if f.startswith("model.")),
-            "backend": m.get("hashgrid_backend") or m.get("rasteriser_backend"),
+            "backend": m[registry.representation(cfg.representation).backend_key],
             "write_model_seconds": round(write_s, 1),
             "total_seconds": round(result.seconds, 1)}
 

@@ -9,8 +9,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..choices import TOY_PRIORS
-from ..config import DEFAULT_CONFIG, load_config
+from ..config import DEFAULT_CONFIG, load_config, registry
 from ..errors import UserError
 from ..pipeline.inputs import prepare
 from ..utils.atomic import write_text
@@ -149,7 +148,7 @@ def _configs(config: str, overrides: list[str], prompt: str,
         if name not in VARIANTS:
             raise UserError(f"unknown remedy {name!r}; known: {', '.join(VARIANTS)}")
         cfgs[name] = load_config(config, [*BASES.get(name, ()), *overrides, *VARIANTS[name]])
-        if cfgs[name].guidance.prior not in TOY_PRIORS:
+        if not registry.prior(cfgs[name].guidance.prior).ground_truth:
             raise UserError("bench remedies needs the toy prior: only it has a ground truth")
         prepare(prompt, cfgs[name], root_check=False)
         if not SHAPES[build_prior(cfgs[name]).parse(prompt).shape].has_front:

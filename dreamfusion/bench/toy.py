@@ -11,8 +11,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..choices import TOY_PRIORS
-from ..config import load_config
+from ..config import load_config, registry
 from ..errors import UserError
 from ..pipeline.inputs import prepare, slugify
 from ..utils.atomic import write_text
@@ -257,7 +256,7 @@ def main(args) -> int:
     if len(set(reps)) != len(reps):
         raise UserError(f"bench toy takes one config per representation; --config "
                         f"{' '.join(args.config)} has {', '.join(reps)}")
-    if any(cfg.guidance.prior not in TOY_PRIORS for cfg in configs.values()):
+    if any(not registry.prior(cfg.guidance.prior).ground_truth for cfg in configs.values()):
         raise UserError("bench toy scores against the toy world: give configs with "
                         "guidance.prior=toy")
     executor = executor_from_args(args)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig
 
+from . import registry
+
 STEPS = 10_000_000          # far beyond any published run (DreamFusion: 15,000 steps)
 
 
@@ -121,7 +123,7 @@ def _hash_table_rows(cfg: DictConfig) -> int:
     return rows
 
 
-def _gaussian_needs(cfg: DictConfig) -> dict[str, int]:
+def gaussian_needs(cfg: DictConfig) -> dict[str, int]:
     """Bytes by part for 3D Gaussians: ``max_count`` of them with gradients and Adam state
     (14 parameters and 3 statistics each), one training step's Gaussian-pixel pairs (at
     least 16 per pixel, 24 floats each kept for backward), renders and the export grid."""
@@ -138,12 +140,16 @@ def _gaussian_needs(cfg: DictConfig) -> dict[str, int]:
 
 
 def memory_needs(cfg: DictConfig) -> dict[str, int]:
-    """Bytes a run certainly allocates, by part, the model's state first. NeRF: the hash grid
-    with its gradient and Adam's two moments, the occupancy grid, one training step's samples
-    (each ray through the initial blob's diameter, at ``marcher.step_size``), the largest
-    no-grad render and the export's density grid."""
-    if cfg.representation == "gaussians":
-        return _gaussian_needs(cfg)
+    """Bytes a run certainly allocates, by part, the model's state first: the estimate of the
+    representation's registry entry."""
+    return dict(registry.resolve(registry.representation(cfg.representation).memory)(cfg))
+
+
+def nerf_needs(cfg: DictConfig) -> dict[str, int]:
+    """Bytes by part for the NeRF: the hash grid with its gradient and Adam's two moments,
+    the occupancy grid, one training step's samples (each ray through the initial blob's
+    diameter, at ``marcher.step_size``), the largest no-grad render and the export's density
+    grid."""
     n, g = cfg.nerf, cfg.nerf.grid
     features = g.n_levels * g.features
     params = _hash_table_rows(cfg) * g.features + features * n.hidden + n.hidden ** 2 * n.layers
@@ -178,13 +184,13 @@ def memory_problem(cfg: DictConfig, available: int, where: str) -> str | None:
     """Why ``cfg`` cannot fit in ``available`` bytes of ``where`` memory, or None."""
     needs = memory_needs(cfg)
     # the export runs after training has freed its samples: the peak is the larger phase
+    export = needs.get("export density grid", 0)
     train = sum(v for k, v in needs.items() if k != "export density grid")
-    peak = max(train, needs["export density grid"] + next(iter(needs.values())))
+    peak = max(train, export + next(iter(needs.values()), 0))
     if available <= 0 or peak <= available:
         return None
     parts = ", ".join(f"{what} {size / GIB:.1f}" for what, size in needs.items() if size)
-    model = ("gaussians.max_count" if cfg.representation == "gaussians"
-             else "nerf.grid.table_size_log2, nerf.hidden")
+    model = registry.representation(cfg.representation).model_keys
     return (f"this config needs about {peak / GIB:.1f} GiB ({parts} GiB), more than the "
             f"{available / GIB:.1f} GiB of {where} memory; lower height, width, batch_size, "
             f"camera.views_per_sample, "

@@ -10,10 +10,10 @@ import math
 
 from omegaconf import DictConfig, ListConfig
 
-from ..choices import (BACKENDS, GUIDANCE_LOSSES, MARCHERS, MULTIVIEW_PRIORS, NORMALS, PRIORS,
-                       RASTERIZE_MODES, REPRESENTATIONS, SCHEDULES, SPLAT_BACKENDS, TOY_PRIORS,
+from ..choices import (BACKENDS, MARCHERS, NORMALS, RASTERIZE_MODES, SCHEDULES, SPLAT_BACKENDS,
                        WEIGHTINGS)
 from ..errors import UserError
+from . import registry
 from .limits import PAIR_RANGES, RANGES
 from .text import bad_character
 
@@ -81,7 +81,7 @@ def validate(cfg: DictConfig) -> None:
            f"albedo + lambertian + textureless must be probabilities summing to 1, got {probs}")
     _check(len(cfg.background.color) == 3 and all(0 <= c <= 1 for c in cfg.background.color),
            "background.color", "must be three values in [0, 1]")
-    _check(g.prior in TOY_PRIORS or g.model.strip() != "", "guidance.model",
+    _check(not registry.prior(g.prior).needs_model or g.model.strip() != "", "guidance.model",
            f"is needed by the {g.prior} prior: a hub id or a local folder in diffusers format")
     _check(0.0 < g.t_min < g.t_max < 1.0, "guidance.t_min",
            f"need 0 < t_min < t_max < 1, got t_min={g.t_min}, t_max={g.t_max}")
@@ -102,7 +102,7 @@ def validate(cfg: DictConfig) -> None:
 
 def _validate_multiview(cfg: DictConfig) -> None:
     g = cfg.guidance
-    if g.prior in MULTIVIEW_PRIORS:
+    if registry.prior(g.prior).multiview:
         _check(not cfg.prompt.perp_neg, "prompt.perp_neg",
                f"is for single-view priors: the {g.prior} prior denoises the views together; "
                f"set prompt.perp_neg=false")
@@ -129,21 +129,22 @@ def _validate_gaussians(cfg: DictConfig) -> None:
            f"got {g.init_radius}")
     _check(g.backend != "gsplat" or cfg.device != "cpu", "gaussians.backend",
            "gsplat needs a CUDA device (device=cuda or auto); use auto or torch on the CPU")
-    if cfg.representation == "gaussians":
-        orientation = cfg.regularizers.orientation
-        _check(isinstance(orientation, (int, float)) and float(orientation) == 0.0,
-               "regularizers.orientation", "is the NeRF's (it penalises samples along rays); "
-               "set it to 0 with representation=gaussians")
+    spec = registry.representation(cfg.representation)
+    for name in spec.unsupported_regularizers:
+        weight = cfg.regularizers.get(name, 0.0)
+        _check(isinstance(weight, (int, float)) and float(weight) == 0.0,
+               f"regularizers.{name}", f"the {spec.name} representation does not feed this "
+               f"term; set it to 0 with representation={spec.name}")
 
 
 def _choices(cfg: DictConfig) -> None:
     for key, options in (("nerf.grid.backend", BACKENDS), ("marcher.backend", MARCHERS),
-                         ("nerf.normals", NORMALS), ("guidance.prior", PRIORS),
-                         ("representation", REPRESENTATIONS),
+                         ("nerf.normals", NORMALS), ("guidance.prior", tuple(registry.PRIORS)),
+                         ("representation", tuple(registry.REPRESENTATIONS)),
                          ("gaussians.backend", SPLAT_BACKENDS),
                          ("gaussians.rasterize_mode", RASTERIZE_MODES),
                          ("guidance.weighting", WEIGHTINGS), ("guidance.schedule", SCHEDULES),
-                         ("guidance.loss", GUIDANCE_LOSSES),
+                         ("guidance.loss", tuple(registry.LOSSES)),
                          ("background.kind", ("solid", "learned")),
                          ("device", ("cpu", "cuda", "auto"))):
         value = _get(cfg, key)

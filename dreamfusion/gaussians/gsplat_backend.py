@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from .model import Gaussians
-from .rasterize import EPS_2D, NEAR, Camera
+from .projection import EPS_2D, NEAR, Camera
 
 
 def view_matrix(camera: Camera) -> torch.Tensor:

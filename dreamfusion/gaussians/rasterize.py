@@ -25,62 +25,12 @@ from dataclasses import dataclass
 import torch
 
 from ..rendering.volrend import accumulate_along_rays, render_transmittance
+from .projection import (ALPHA_MAX, ALPHA_MIN, EPS_2D, NEAR, T_MIN, Camera, Projected, boxes,
+                         depth_order, mode_opacities, project)
 
-EPS_2D = 0.3            # px^2 added to each projected covariance (gsplat's eps2d)
-NEAR = 0.01             # camera-space depth under which a Gaussian is not drawn
-ALPHA_MAX = 0.999
-ALPHA_MIN = 1.0 / 255.0
-T_MIN = 1e-4            # a pixel is done before the Gaussian that would take T this low
-
-
-@dataclass
-class Camera:
-    """One pinhole camera: ``position`` (3,), the ``rotation`` rows right, up, forward (3, 3),
-    focal lengths in pixels."""
-    position: torch.Tensor
-    rotation: torch.Tensor
-    fx: float
-    fy: float
-
-
-@dataclass
-class Projected:
-    means2d: torch.Tensor    # (N, 2) pixel coordinates (u, v)
-    conics: torch.Tensor     # (N, 3) the inverse 2D covariance (a, b, c): [[a, b], [b, c]]
-    depths: torch.Tensor     # (N,) camera-space z
-    radii: torch.Tensor      # (N,) int, pixels; 0 where the Gaussian is not drawn
-    # (N,) sqrt(det Sigma_2D / det Sigma'): the "antialiased" mode's opacity factor
-    compensations: torch.Tensor
-
-
-def project(means: torch.Tensor, covariances: torch.Tensor, camera: Camera, height: int,
-            width: int) -> Projected:
-    """EWA splatting's projection of ``means`` (N, 3) and ``covariances`` (N, 3, 3)."""
-    p = (means - camera.position) @ camera.rotation.T           # (N, 3): right, up, forward
-    x, y, z = p.unbind(-1)
-    visible = z > NEAR
-    zs = torch.where(visible, z, torch.ones_like(z))
-    u = 0.5 * width + camera.fx * x / zs
-    v = 0.5 * height - camera.fy * y / zs
-    zero = torch.zeros_like(zs)
-    jac = torch.stack([
-        torch.stack([camera.fx / zs, zero, -camera.fx * x / zs ** 2], -1),
-        torch.stack([zero, -camera.fy / zs, camera.fy * y / zs ** 2], -1)], dim=-2)  # (N, 2, 3)
-    m = jac @ camera.rotation
-    cov = m @ covariances @ m.transpose(-1, -2)
-    a = cov[:, 0, 0] + EPS_2D
-    b = cov[:, 0, 1]
-    c = cov[:, 1, 1] + EPS_2D
-    det = (a * c - b * b).clamp_min(1e-12)
-    unfiltered = cov[:, 0, 0] * cov[:, 1, 1] - b * b
-    compensations = torch.sqrt((unfiltered / det).clamp_min(0.0))
-    conics = torch.stack([c / det, -b / det, a / det], dim=-1)
-    mid = 0.5 * (a + c)
-    lam = mid + torch.sqrt((mid * mid - det).clamp_min(0.01))
-    radii = torch.ceil(3.0 * torch.sqrt(lam)).detach()
-    on_image = ((u + radii > 0) & (u - radii < width) & (v + radii > 0) & (v - radii < height))
-    radii = torch.where(visible & on_image, radii, 0.0).long()
-    return Projected(torch.stack([u, v], dim=-1), conics, z, radii, compensations)
+__all__ = ["ALPHA_MAX", "ALPHA_MIN", "EPS_2D", "NEAR", "T_MIN", "Camera", "Projected",
+           "Pairs", "boxes", "composite", "depth_order", "mode_opacities", "pixel_pairs", "project",
+           "rasterize"]
 
 
 @dataclass
@@ -89,29 +39,6 @@ class Pairs:
     gaussians: torch.Tensor    # (M,) index of each pair's Gaussian
     pixels: torch.Tensor       # (M,) flat pixel index, row-major
     alphas: torch.Tensor       # (M,)
-
-
-def boxes(proj: Projected, opacities: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """(N, 4) int32 ``x0, x1, y0, y1``: the pixels each Gaussian may cover (empty: x0 > x1).
-
-    The box is the projection's ``radii``, narrowed where the opacity is low to the distance
-    at which ``alpha`` falls under ``ALPHA_MIN`` along the major axis: no pixel it drops
-    could have been kept, and faint Gaussians (most of them, early on) cost less."""
-    o = opacities.detach()
-    # o exp(-d^2 / (2 lambda_max)) >= ALPHA_MIN  <=>  d <= sqrt(2 ln(o / ALPHA_MIN) lambda_max)
-    reach = torch.sqrt(2.0 * torch.log((o / ALPHA_MIN).clamp_min(1.0))) / 3.0
-    r = torch.minimum(proj.radii, torch.ceil(proj.radii * reach).long())
-    u, v = proj.means2d.detach().unbind(-1)
-    out = torch.stack([(u - r).floor().clamp(0, width - 1), (u + r).floor().clamp(0, width - 1),
-                       (v - r).floor().clamp(0, height - 1),
-                       (v + r).floor().clamp(0, height - 1)], dim=-1).int()
-    out[r <= 0] = torch.tensor([1, 0, 1, 0], dtype=torch.int32, device=out.device)
-    return out
-
-
-def depth_order(proj: Projected) -> torch.Tensor:
-    """(N,) Gaussian indices, nearest first (ties by index)."""
-    return torch.argsort(proj.depths.detach(), stable=True)
 
 
 def pixel_pairs(proj: Projected, opacities: torch.Tensor, height: int, width: int) -> Pairs:
@@ -165,20 +92,12 @@ def composite(pairs: Pairs, values: torch.Tensor, n_pixels: int
 
 def rasterize(means: torch.Tensor, covariances: torch.Tensor, opacities: torch.Tensor,
               values: torch.Tensor, camera: Camera, height: int, width: int,
-              kernel: str = "torch", mode: str = "classic"
-              ) -> tuple[torch.Tensor, torch.Tensor, Projected, int]:
-    """``values`` (N, C) composited into (H, W, C), the opacity (H, W), the projection (whose
-    ``means2d`` carries the view-space gradient) and the number of pairs composited.
-    ``kernel``: ``torch`` (the reference) or ``cpp`` (``splat_cpp``, the same sums);
-    ``mode``: ``classic`` or ``antialiased`` (opacities times ``Projected.compensations``)."""
+              mode: str = "classic") -> tuple[torch.Tensor, torch.Tensor, Projected, int]:
+    """The PyTorch reference: ``values`` (N, C) composited into (H, W, C), the opacity
+    (H, W), the projection (whose ``means2d`` carries the view-space gradient) and the number
+    of pairs composited. ``mode``: ``classic`` or ``antialiased`` (opacities times
+    ``Projected.compensations``)."""
     proj = project(means, covariances, camera, height, width)
-    if mode == "antialiased":
-        opacities = opacities * proj.compensations
-    if kernel == "cpp":
-        from .splat_cpp import composite_cpp
-
-        colour, alpha, n = composite_cpp(proj, opacities, values, height, width)
-        return colour.view(height, width, -1), alpha.view(height, width), proj, n
-    pairs = pixel_pairs(proj, opacities, height, width)
+    pairs = pixel_pairs(proj, mode_opacities(proj, opacities, mode), height, width)
     colour, alpha, n = composite(pairs, values, height * width)
     return colour.view(height, width, -1), alpha.view(height, width), proj, n

@@ -15,7 +15,8 @@ from ..rendering.cameras import Cameras
 from ..rendering.rendered import Rendered
 from ..rendering.shading import Background, shade
 from .model import Gaussians
-from .rasterize import Camera, rasterize
+from .projection import Camera, Projected, mode_opacities, project
+from .rasterize import rasterize
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,24 @@ def decide_backend(requested: SplatBackend, device: torch.device) -> tuple[str, 
     if load_kernel() is None:
         return "torch", f"the compiled compositor does not build: {unavailable_reason()}"
     return "cpp", "asked for" if requested == "cpp" else "CPU, and the compiled compositor builds"
+
+
+def rasterize_with(kernel: str, means: torch.Tensor, covariances: torch.Tensor,
+                   opacities: torch.Tensor, values: torch.Tensor, camera: Camera, height: int,
+                   width: int, mode: str = "classic"
+                   ) -> tuple[torch.Tensor, torch.Tensor, Projected, int]:
+    """``rasterize``'s outputs from the PyTorch reference (``kernel="torch"``) or from the
+    compiled compositor over the same projection (``"cpp"``: the same sums)."""
+    if kernel == "torch":
+        return rasterize(means, covariances, opacities, values, camera, height, width, mode)
+    if kernel != "cpp":
+        raise ValueError(f"unknown CPU rasteriser {kernel!r}")
+    from .splat_cpp import composite_cpp
+
+    proj = project(means, covariances, camera, height, width)
+    colour, alpha, n = composite_cpp(proj, mode_opacities(proj, opacities, mode), values,
+                                     height, width)
+    return colour.view(height, width, -1), alpha.view(height, width), proj, n
 
 
 def pinholes(cameras: Cameras, height: int, width: int,
@@ -135,8 +154,8 @@ class GaussianRenderer:
         covs, opac = gaussians.covariances(), gaussians.opacities
         images, alphas, means2d, radii, n = [], [], [], [], 0
         for cam, vals in zip(cams, values):
-            image, alpha, proj, pairs = rasterize(gaussians.means, covs, opac, vals, cam,
-                                                  height, width, kernel, mode)
+            image, alpha, proj, pairs = rasterize_with(kernel, gaussians.means, covs, opac,
+                                                       vals, cam, height, width, mode)
             images.append(image)
             alphas.append(alpha)
             means2d.append(proj.means2d)

@@ -1,5 +1,5 @@
 """The compiled CPU compositor (``extensions/splat``): the forward and backward of
-``rasterize.pixel_pairs`` + ``rasterize.composite`` in one pass over each pixel, built on
+``rasterize.pixel_pairs`` + ``rasterize.composite`` (which it does not import) in one pass over each pixel, built on
 first use (``kernels``); ``None``, with the reason, where it cannot be built."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from .. import kernels
-from .rasterize import Projected, boxes, depth_order
+from .projection import Projected, boxes, depth_order
 
 SOURCE = "splat/splat_cpu.cpp"
 _KERNEL = kernels.LazyKernel("splat_cpu", SOURCE)

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import torch
+from omegaconf import DictConfig
 
 from ..rendering.cameras import Cameras
 
@@ -14,6 +16,22 @@ def scaled_linear_alphas_cumprod(n_steps: int = 1000, beta_start: float = 0.0008
     """``abar_t = prod_{s<=t} (1 - beta_s)``, with Stable Diffusion's scaled-linear betas."""
     betas = torch.linspace(beta_start ** 0.5, beta_end ** 0.5, n_steps, dtype=torch.float64) ** 2
     return torch.cumprod(1.0 - betas, dim=0).float()
+
+
+@dataclass
+class Condition:
+    """A camera's resolved conditions: the positive one, the one classifier-free guidance
+    subtracts (empty or negative prompt), and Perp-Neg's weighted negatives."""
+    positive: Any
+    unconditional: Any
+    negatives: list[tuple[Any, float]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RunInputs:
+    """What a run conditions its prior on, as the user gave it: a prompt today (an image and
+    its camera will join it for image-to-3D). ``Prior.condition`` encodes its parts."""
+    prompt: str
 
 
 class Prior(ABC):
@@ -30,6 +48,32 @@ class Prior(ABC):
 
     alphas_cumprod: torch.Tensor     # (n_train_steps,), on the CPU
     views: int = 1
+
+    @classmethod
+    def check_config(cls, cfg: DictConfig) -> Any:
+        """Refuse (``UserError``) what would stop this prior loading from ``cfg``: run before
+        any folder is made, so it may read files but should not load models."""
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig, device: torch.device | None = None) -> "Prior":
+        """The prior ``cfg.guidance`` describes, on ``device``."""
+        raise NotImplementedError(f"{cls.__name__} cannot be built from a config")
+
+    def evaluate(self, scene: Any, run: RunInputs, cfg: DictConfig, mesh: Any | None,
+                 density_threshold: float) -> dict[str, Any]:
+        """Scores of a finished ``scene`` (its exported ``mesh`` where there is one, and the
+        density its surface lies at) for ``summary.json``; a prior with a ground truth (the
+        toy world) has some, others none."""
+        return {}
+
+    def progress_metrics(self, scene: Any, run: RunInputs, cfg: DictConfig) -> dict[str, float]:
+        """Cheap scores of ``scene`` during training, for ``metrics.jsonl`` every
+        ``output.eval_every`` steps; none by default."""
+        return {}
+
+    def summary_line(self, metrics: dict[str, Any]) -> str | None:
+        """One line for the user about ``evaluate``'s scores, or None."""
+        return None
 
     @property
     def n_train_steps(self) -> int:

@@ -11,6 +11,8 @@ from functools import cached_property
 
 import torch
 
+from ..choices import SCHEDULES
+
 
 @dataclass(frozen=True)
 class TimestepSchedule:
@@ -32,6 +34,10 @@ class TimestepSchedule:
     tp_mu: float = 0.5
     tp_sigma: float = 0.25
     anneal_end: float = 1.0     # the share of the run over which t moves, then stays at its end
+
+    def __post_init__(self) -> None:
+        if self.name not in SCHEDULES:
+            raise ValueError(f"unknown timestep schedule {self.name!r} ({', '.join(SCHEDULES)})")
 
     def range_at(self, progress: float) -> tuple[float, float]:
         p = min(max(progress / self.anneal_end, 0.0), 1.0)

@@ -1,22 +1,16 @@
-"""Score Distillation Sampling, classifier-free guidance and Perp-Neg, for any ``Prior``."""
+"""Score Distillation Sampling, classifier-free guidance and Perp-Neg, for any ``Prior``; and
+the two losses built on them (``guidance.loss``): SDS and MVDream's x0 reconstruction."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 
 from ..rendering.cameras import Cameras
-from .base import Prior
+from omegaconf import DictConfig
 
-
-@dataclass
-class Condition:
-    """A camera's resolved conditions: the positive one, the one classifier-free guidance
-    subtracts (empty or negative prompt), and Perp-Neg's weighted negatives."""
-    positive: Any
-    unconditional: Any
-    negatives: list[tuple[Any, float]] = field(default_factory=list)
+from .base import Condition, Prior
+from .losses import Loss
 
 
 @dataclass
@@ -31,7 +25,9 @@ def sds_weight(abar: torch.Tensor, kind: str) -> torch.Tensor:
         return 1.0 - abar
     if kind == "snr_sqrt":
         return torch.sqrt(abar * (1.0 - abar))
-    return torch.ones_like(abar)
+    if kind == "uniform":
+        return torch.ones_like(abar)
+    raise ValueError(f"unknown SDS weighting {kind!r} (sds, uniform, snr_sqrt)")
 
 
 def perpendicular(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -107,11 +103,58 @@ def sds_loss(prior: Prior, images: torch.Tensor, t: torch.Tensor, cond: Conditio
         if loss == "recon":
             guided = Guided(eps_hat, guided.eps_conditional.to(x.dtype))
             grad = x - reconstruction_target(x_t, abar, guided, recon_std_rescale)
-        else:
+        elif loss == "sds":
             grad = sds_weight(abar, weighting) * (eps_hat - noise)
+        else:
+            raise ValueError(f"unknown distillation loss {loss!r} (sds, recon)")
         if grad_clip is not None:
             grad = grad.clamp(-grad_clip, grad_clip)
     target = (x - grad).detach()
     # d/dx of 0.5 |x - target|^2 is exactly grad; summed per image, averaged over the batch
     loss = 0.5 * ((x.float() - target.float()) ** 2).sum() / x.shape[0]
     return SDSResult(loss, float(grad.float().norm()))
+
+
+class SDSLoss(Loss):
+    """``guidance.loss=sds``: DreamFusion's score distillation (``sds_loss``), one term
+    ``loss_sds``."""
+
+    def __init__(self, guidance_scale: float, weighting: str, grad_clip: float | None) -> None:
+        sds_weight(torch.zeros(1), weighting)         # an unknown weighting fails here
+        self.guidance_scale, self.weighting, self.grad_clip = guidance_scale, weighting, grad_clip
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> "SDSLoss":
+        g = cfg.guidance
+        return cls(g.guidance_scale, g.weighting, g.grad_clip)
+
+    def needs_unconditional(self, perp_neg: bool) -> bool:
+        """Guidance above 1 and Perp-Neg both subtract an unconditional prediction."""
+        return self.guidance_scale != 1.0 or perp_neg
+
+    def terms(self, prior: Prior, images: torch.Tensor, t: torch.Tensor, cond: Condition,
+              cameras: Cameras) -> dict[str, torch.Tensor]:
+        result = sds_loss(prior, images, t, cond, self.guidance_scale, self.weighting,
+                          self.grad_clip, cameras=cameras)
+        return {"loss_sds": result.loss}
+
+
+class ReconstructionLoss(SDSLoss):
+    """``guidance.loss=recon``: MVDream's x0 reconstruction (``sds_loss(loss="recon")``),
+    one term ``loss_recon``."""
+
+    def __init__(self, guidance_scale: float, grad_clip: float | None,
+                 std_rescale: float) -> None:
+        super().__init__(guidance_scale, "uniform", grad_clip)
+        self.std_rescale = std_rescale
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> "ReconstructionLoss":
+        g = cfg.guidance
+        return cls(g.guidance_scale, g.grad_clip, g.recon_std_rescale)
+
+    def terms(self, prior: Prior, images: torch.Tensor, t: torch.Tensor, cond: Condition,
+              cameras: Cameras) -> dict[str, torch.Tensor]:
+        result = sds_loss(prior, images, t, cond, self.guidance_scale, grad_clip=self.grad_clip,
+                          cameras=cameras, loss="recon", recon_std_rescale=self.std_rescale)
+        return {"loss_recon": result.loss}

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 
 @dataclass(frozen=True)
@@ -61,3 +61,9 @@ def view_weights(azimuth: float, elevation: float, rules: Sequence[ViewRule]) ->
     weights = {behind[1]: d_ahead / (d_behind + d_ahead)}
     weights[ahead[1]] = weights.get(ahead[1], 0.0) + d_behind / (d_behind + d_ahead)
     return weights
+
+
+def views_from_config(rules: Sequence[Any]) -> tuple[ViewRule, ...]:
+    """The view rules of ``prompt.views`` (mappings with the fields of ``ViewRule``)."""
+    return tuple(ViewRule(r["name"], r["suffix"], tuple(r["azimuth_centers"]), r["half_width"],
+                          r["min_elevation"], r["max_elevation"]) for r in rules)

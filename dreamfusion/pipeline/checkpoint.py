@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ..config import RunConfig, load_config, parse_yaml
+from ..config import RunConfig, load_config, parse_yaml, registry
 from ..errors import UserError
 from ..utils.atomic import atomic_path, write_text
 from .representation import Representation
@@ -73,7 +73,7 @@ def read_checkpoint(path: Path) -> dict:
         raise CheckpointError(f"{path.name} is not a dreamfusion checkpoint of format {FORMAT}")
     missing = _missing(state, _LAYOUT)
     if not missing:         # the scene's modules: those of the representation it was made with
-        missing = _missing(state, {"scene": {name: dict for name in _scene_modules(state)}})
+        missing = _missing(state, {"scene": {name: dict for name in _scene_modules(state, path)}})
     if missing:
         raise CheckpointError(f"{path.name} lacks {', '.join(missing)}, which resume and "
                               f"export need")
@@ -83,25 +83,26 @@ def read_checkpoint(path: Path) -> dict:
 # what resume and export read from a checkpoint, and the type each must have
 _LAYOUT: dict = {
     "prompt": str, "config": str, "train_seconds": (int, float),
-    "scene": {"background": dict},       # and the representation's own (SCENE_MODULES)
+    "scene": dict,                       # the representation's modules (_scene_modules)
     "trainer": {"step": int, "optimizer": {"state": dict, "param_groups": list},
                 "lr_scale": (int, float), "rng": {"torch": torch.Tensor}, "schedule": dict},
     "faults": {"rollbacks": int, "bad_steps": list},
 }
 
 
-# the modules of each representation's scene in a checkpoint (``Representation.modules``)
-SCENE_MODULES = {"nerf": ("field", "grid", "background"), "gaussians": ("gaussians", "background")}
-
-
-def _scene_modules(state: dict) -> tuple[str, ...]:
-    """The scene modules ``state`` must hold, by the representation its own config names."""
+def _scene_modules(state: dict, path: Path) -> tuple[str, ...]:
+    """The scene modules ``state`` must hold: the registry's for the representation its own
+    config names (a config older than the key trained the schema's default)."""
     try:
         saved = parse_yaml(state["config"], " saved in the checkpoint") or {}
     except UserError:
         saved = {}
-    name = saved.get("representation", "nerf") if isinstance(saved, dict) else "nerf"
-    return SCENE_MODULES.get(name, SCENE_MODULES["nerf"])
+    default = RunConfig.representation
+    name = saved.get("representation", default) if isinstance(saved, dict) else default
+    try:
+        return registry.representation(str(name)).modules
+    except registry.UnknownName as exc:
+        raise CheckpointError(f"{path.name} was made with {exc}") from None
 
 
 def _missing(state: dict, layout: dict, prefix: str = "") -> list[str]:
@@ -182,12 +183,13 @@ def load_scene(scene: Representation, loaded: Loaded) -> None:
     """Put a checkpoint's field, occupancy grid and background into ``scene``; a checkpoint
     whose tensors do not fit the config is a ``UserError`` naming it."""
     saved = loaded.state["scene"]
-    missing = [name for name in scene.modules() if name not in saved]
+    modules = scene.checkpoint_modules()
+    missing = [name for name in modules if name not in saved]
     if missing:
         raise UserError(f"cannot load {loaded.path}: it holds {', '.join(sorted(saved))}, not "
                         f"the {', '.join(missing)} this config's representation needs")
     try:
-        for name, module in scene.modules().items():
+        for name, module in modules.items():
             module.load_state_dict(saved[name])
     except (RuntimeError, KeyError, ValueError) as exc:
         raise UserError(f"cannot load {loaded.path}: {str(exc).splitlines()[0]}") from None

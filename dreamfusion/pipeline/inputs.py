@@ -13,11 +13,10 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 
-from ..choices import TOY_PRIORS
+from ..config import registry
 from ..config.limits import machine_memory, memory_problem
 from ..config.text import check_prompt, quote
 from ..errors import UserError
-from ..guidance.toy.captions import parse_caption
 
 if TYPE_CHECKING:
     import torch
@@ -67,13 +66,12 @@ def new_run_dir(root: Path, prompt: str) -> Path:
 
 def check_words(prompt: str, cfg: DictConfig) -> str:
     """The prompt, stripped, once it and the negative prompt are words the prior can read
-    (the toy prior knows a small vocabulary); no torch, no files."""
+    (its registry entry's ``check_words``: the toy priors know a small vocabulary); no torch,
+    no files."""
     prompt = check_prompt(prompt)
-    if cfg.guidance.prior in TOY_PRIORS:
-        views = tuple(rule.name for rule in cfg.prompt.views)
-        parse_caption(prompt, views)
-        if cfg.prompt.negative.strip():
-            parse_caption(cfg.prompt.negative, views)
+    check = registry.prior(cfg.guidance.prior).check_words
+    if check is not None:
+        registry.resolve(check)(prompt, cfg)
     return prompt
 
 
@@ -118,14 +116,11 @@ def _refuse_if(problem: str | None) -> None:
 def prepare(prompt: str, cfg: DictConfig, root_check: bool = True,
             dry_run: bool = False) -> tuple[str, Path]:
     """Every check that can fail on the user's input, before any work or any file."""
-    from .build import build_prior, resolve_prior_model
+    from .build import check_prior
 
     prompt = check_words(prompt, cfg)
     check_memory(cfg, select_device(cfg.device))
-    if cfg.guidance.prior in TOY_PRIORS:
-        build_prior(cfg)                    # the toy world's own checks (square renders)
-    else:
-        resolve_prior_model(cfg)            # absent weights fail here, before any folder
+    check_prior(cfg)            # absent weights, a toy world of non-square renders: no folder
     root = run_root(cfg)
     if root_check:
         check_output_root(root, create=not dry_run)

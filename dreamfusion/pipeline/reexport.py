@@ -8,7 +8,8 @@ from typing import Sequence
 import torch
 from omegaconf import DictConfig
 
-from ..export.pipeline import export_field, export_settings
+from ..export.pipeline import export_settings
+from ..export.writers import write_meshes
 from ..utils.atomic import remove_temp_files
 from .build import build_scene
 from .checkpoint import load_scene, open_run
@@ -41,4 +42,5 @@ def export_run(run_dir: Path, overrides: list[str]) -> tuple[list[Path], int]:
     with torch.no_grad():
         native = scene.write_native(run_dir)
         settings = export_settings(cfg, scene.surface_level)
-        return native + export_field(scene.field, settings, run_dir), step
+        mesh = scene.export_mesh(settings)
+        return native + write_meshes(mesh, run_dir, list(settings.formats)), step

@@ -14,15 +14,13 @@ from omegaconf import DictConfig, OmegaConf
 from ..config.text import quote
 from ..errors import Interrupted, TrainingFailed, UserError
 from ..export.mesh import NoSurface
-from ..export.pipeline import export_settings, field_mesh
+from ..export.pipeline import export_settings
 from ..export.writers import write_meshes
-from ..guidance.base import Prior
-from ..guidance.toy.prior import ToyWorldPrior
+from ..guidance.base import Prior, RunInputs
 from ..utils.atomic import remove_temp_files, write_png, write_text
 from .artifacts import validation_strip, write_json, write_turntable
-from .build import build_prior, build_scene
+from .build import build_prior, build_scene, representation_spec
 from .checkpoint import CheckpointStore, Loaded, check_compatible, open_run
-from .evaluate import silhouette_iou, toy_metrics
 from .inputs import check_output_root, config_header, new_run_dir, prepare, select_device
 from .representation import Representation
 from .runlog import EventLog, MetricsLog, ProgressStyle, progress_style, truncate_metrics
@@ -36,6 +34,7 @@ class RunResult:
     seconds: float
     files: list[str] = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
+    report: str | None = None       # the prior's line about its scores (the toy's truth)
 
 
 @dataclass
@@ -55,6 +54,10 @@ class _Session:
     @property
     def metrics_path(self) -> Path:
         return self.run_dir / "metrics.jsonl"
+
+    @property
+    def inputs(self) -> RunInputs:
+        return RunInputs(self.prompt)
 
     @property
     def view(self) -> tuple[float, float]:
@@ -137,10 +140,10 @@ def _open_folder(prompt: str, cfg: DictConfig, run_dir: Path, scene: Representat
 
 
 def _train(s: _Session) -> None:
-    """The supervised loop, with validation strips and (toy prior) the IoU curve on the way."""
+    """The supervised loop, with validation strips and the prior's progress scores (the toy
+    world's IoU curve) on the way."""
     cfg, scene = s.cfg, s.scene
     log = MetricsLog(s.metrics_path, cfg.steps, cfg.output.log_every, s.style, s.trainer.step)
-    caption = s.prior.parse(s.prompt) if isinstance(s.prior, ToyWorldPrior) else None
     distance, fov = s.view
 
     def on_step(stats: StepStats) -> None:
@@ -151,10 +154,10 @@ def _train(s: _Session) -> None:
         if stats.step % cfg.output.val_every == 0 or last:
             write_png(s.run_dir / "val" / f"step_{stats.step:06d}.png",
                       validation_strip(scene, distance, fov, cfg.output.val_size))
-        if caption is not None and (stats.step % cfg.output.eval_every == 0 or last):
-            # the curve of IoU against step: 8 views at 15 deg, about 0.2 s
-            iou = silhouette_iou(scene, caption, cfg, elevations=(15.0,), yaw_step=45.0)
-            log.write({"step": stats.step, "eval_silhouette_iou": round(iou.iou, 4)})
+        if stats.step % cfg.output.eval_every == 0 or last:
+            scores = s.prior.progress_metrics(scene, s.inputs, cfg)
+            if scores:
+                log.write({"step": stats.step, **scores})
 
     try:
         s.supervisor.run(on_step, on_rollback=lambda step: truncate_metrics(s.metrics_path, step))
@@ -169,7 +172,7 @@ def _train(s: _Session) -> None:
 
 
 def _finish(s: _Session) -> RunResult:
-    """The turntable, the meshes, the toy scores and ``summary.json``."""
+    """The turntable, the meshes, the prior's scores and ``summary.json``."""
     cfg, scene, run_dir = s.cfg, s.scene, s.run_dir
     train_seconds = s.supervisor.train_seconds
     o = cfg.output
@@ -180,26 +183,25 @@ def _finish(s: _Session) -> RunResult:
     settings = export_settings(cfg, scene.surface_level)
     metrics: dict = {"train_seconds": round(train_seconds, 1), "steps": s.trainer.step,
                      "representation": cfg.representation,
-                     scene.backend_key: scene.backend()[0],
+                     representation_spec(cfg).backend_key: scene.backend()[0],
                      "rollbacks": s.supervisor.rollbacks, "threads": torch.get_num_threads()}
     mesh = None
     if cfg.export.enabled:
         files += [p.name for p in scene.write_native(run_dir)]
         try:
-            mesh = field_mesh(scene.field, settings)
+            mesh = scene.export_mesh(settings)
             files += [p.name for p in write_meshes(mesh, run_dir, list(settings.formats))]
         except NoSurface as exc:    # training made nothing solid: a result, not bad input
             s.events(f"no mesh written: {exc}", warn=True)
             metrics["export_error"] = str(exc)
-    if isinstance(s.prior, ToyWorldPrior):
-        metrics.update(toy_metrics(scene, s.prior, s.prompt, cfg,
-                                   None if mesh is None else mesh.vertices,
-                                   None if mesh is None else mesh.faces, settings.threshold))
+    scores = s.prior.evaluate(scene, s.inputs, cfg, mesh, settings.threshold)
+    metrics.update(scores)
     seconds = time.perf_counter() - s.started
     metrics["total_seconds"] = round(s.supervisor.seconds_before + seconds, 1)
     write_json(run_dir / "summary.json", {"prompt": s.prompt, "seed": cfg.seed, **metrics})
     files.append("summary.json")
-    return RunResult(run_dir, seconds, files, metrics)
+    return RunResult(run_dir, seconds, files, metrics,
+                     s.prior.summary_line(metrics) if scores else None)
 
 
 def resume(run_dir: Path, overrides: Sequence[str] = (), prompt: str | None = None,

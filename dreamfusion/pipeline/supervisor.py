@@ -69,7 +69,7 @@ class Supervisor:
 
     def state(self) -> dict:
         return {"prompt": self.prompt, "config": self.config_yaml,
-                "scene": {name: m.state_dict() for name, m in self.scene.modules().items()},
+                "scene": {name: m.state_dict() for name, m in self.scene.checkpoint_modules().items()},
                 "trainer": self.trainer.state_dict(),
                 "faults": {"rollbacks": self.rollbacks, "bad_steps": list(self.bad_steps)},
                 "train_seconds": self.train_seconds}

@@ -8,13 +8,14 @@ import torch
 from omegaconf import DictConfig
 
 from ..guidance.base import Prior
+from ..guidance.losses import Loss
 from ..guidance.prompts import GuidanceTarget, PromptSettings, prompts_of, targets_for
 from ..guidance.schedules import TimestepSchedule
-from ..guidance.sds import Condition, sds_loss
+from ..guidance.sds import Condition
 from ..rendering.cameras import Cameras, sample_cameras
 from ..rendering.rendered import Rendered
 from ..rendering.shading import SHADING_MODES, sample_light_directions
-from .build import view_rules
+from .build import build_loss, view_rules
 from .regularizers import TERMS, active_weights
 from .representation import Representation
 
@@ -37,6 +38,7 @@ class Trainer:
     scene: Representation
     prior: Prior
     prompt: str
+    loss: Loss | None = None          # None: the one ``guidance.loss`` names
     step: int = 0
     lr_scale: float = 1.0             # lowered by each rollback after repeated faults
     _conditions: dict[str, Any] = field(default_factory=dict)
@@ -44,12 +46,16 @@ class Trainer:
 
     def __post_init__(self) -> None:
         o = self.cfg.optim
-        self.optimizer = torch.optim.Adam(self.scene.param_groups(), betas=(o.beta1, o.beta2),
-                                          eps=o.eps)
+        if self.loss is None:
+            self.loss = build_loss(self.cfg)
+        # the loss's own parameters (if any) after the scene's: checkpoints store the
+        # optimiser by this order
+        self.optimizer = torch.optim.Adam(self.scene.param_groups() + self.loss.param_groups(),
+                                          betas=(o.beta1, o.beta2), eps=o.eps)
         # each group's rate at the first step and, where it decays, at the last
         self._base_lrs = [(group["lr"], group.get("lr_final"))
                           for group in self.optimizer.param_groups]
-        self._named_params = self.scene.named_parameters()
+        self._named_params = self.scene.named_trainables() + self.loss.named_trainables()
         g = self.cfg.guidance
         self.schedule = TimestepSchedule(g.schedule, g.t_min, g.t_max, g.t_max_end, g.t_min_end,
                                          g.tp_mu, g.tp_sigma, g.anneal_end)
@@ -68,8 +74,8 @@ class Trainer:
 
     @property
     def needs_unconditional(self) -> bool:
-        """Guidance above 1 and Perp-Neg both subtract an unconditional prediction."""
-        return self.cfg.guidance.guidance_scale != 1.0 or self.prompt_settings.perp_neg
+        """The loss's decision (SDS: guidance above 1 and Perp-Neg subtract it)."""
+        return self.loss.needs_unconditional(self.prompt_settings.perp_neg)
 
     def condition(self, prompt: str) -> Any:
         if prompt not in self._conditions:
@@ -113,8 +119,7 @@ class Trainer:
         t = self.schedule.sample(self.progress, self.prior.n_train_steps, cfg.batch_size)
         t = t.repeat_interleave(c.views_per_sample)
         targets = self.targets_for(cams)
-        loss = self._sds(out, t, targets, cams)
-        terms = {"sds": float(loss.detach())}
+        loss, terms = self._distil(out, t, targets, cams)
         for name, weight in weights.items():
             term = TERMS[name](out).to(loss.device)
             terms[name] = float(term.detach())
@@ -130,28 +135,35 @@ class Trainer:
         self.step += 1
         if fault is None:
             self.scene.after_step(self.step, self.optimizer)
+            self.loss.after_step(self.step)
         self.scene.set_step(self.step)
         self._apply_lrs()
         t_fraction = float(t.float().mean()) / self.prior.n_train_steps
         return StepStats(self.step, float(loss.detach()), t_fraction, mode, targets[0].view,
                          out.n_samples, fault, terms)
 
-    def _sds(self, out: Rendered, t: torch.Tensor, targets: list[GuidanceTarget],
-             cams: Cameras) -> torch.Tensor:
-        """The SDS loss of the batch: each camera with its own prompt target; a multi-view
-        prior takes each object's K views as one sample."""
-        g = self.cfg.guidance
+    def _distil(self, out: Rendered, t: torch.Tensor, targets: list[GuidanceTarget],
+                cams: Cameras) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss's terms over the batch, each averaged over its samples (a camera with its
+        own prompt target; for a multi-view prior, each object's K views), and their sum;
+        the terms are logged without their ``loss_`` prefix."""
         images = out.rgb.permute(0, 3, 1, 2)
         k = self.prior.views
-        loss = images.new_zeros(())
+        sums: dict[str, torch.Tensor] = {}
         for i in range(0, len(targets), k):
             sl = slice(i, i + k)
             cond = self.resolve(targets[i]) if k == 1 else self._stacked(targets[sl])
-            result = sds_loss(self.prior, images[sl], t[sl], cond, g.guidance_scale, g.weighting,
-                              g.grad_clip, cameras=cams[sl], loss=g.loss,
-                              recon_std_rescale=g.recon_std_rescale)
-            loss = loss + result.loss.to(loss.device) * k / len(targets)
-        return loss
+            for name, term in self.loss.terms(self.prior, images[sl], t[sl], cond,
+                                              cams[sl]).items():
+                total = sums.get(name, images.new_zeros(()))
+                sums[name] = total + term.to(total.device) * k / len(targets)
+        if not sums:
+            raise ValueError(f"{type(self.loss).__name__} returned no terms")
+        terms = list(sums.values())
+        loss = terms[0]
+        for term in terms[1:]:
+            loss = loss + term
+        return loss, {name.removeprefix("loss_"): float(v.detach()) for name, v in sums.items()}
 
     def _stacked(self, targets: list[GuidanceTarget]) -> Condition:
         """One multi-view sample's condition: its views' own, stacked (no Perp-Neg)."""
@@ -197,7 +209,8 @@ class Trainer:
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
         return {"step": self.step, "optimizer": self.optimizer.state_dict(),
-                "lr_scale": self.lr_scale, "rng": rng, "schedule": self.schedule_state()}
+                "lr_scale": self.lr_scale, "rng": rng, "schedule": self.schedule_state(),
+                "loss": self.loss.state_dict()}
 
     def schedule_state(self) -> dict:
         """The timestep schedule where the run stands: a function of step and config, kept
@@ -215,6 +228,7 @@ class Trainer:
         self.step = int(state["step"])
         self.scene.set_step(self.step)
         self.optimizer.load_state_dict(state["optimizer"])
+        self.loss.load_state_dict(state.get("loss", {}))
         self.set_lr_scale(float(state["lr_scale"]))
         if restore_rng:
             torch.set_rng_state(state["rng"]["torch"])

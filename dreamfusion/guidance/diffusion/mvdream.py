@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+from omegaconf import DictConfig
 
 from ...errors import UserError
 from ...rendering.cameras import Cameras
@@ -250,6 +251,21 @@ class MVDreamPrior(StableDiffusionPrior):
                 unet = UNet2DConditionModel.from_pretrained(
                     s.folder, subfolder="unet", torch_dtype=s.dtype, variant=s.variant("unet"))
         return cls(s, unet, scheduler, vae)
+
+    @classmethod
+    def check_config(cls, cfg: DictConfig) -> Path:
+        folder = super().check_config(cfg)
+        for key in ("checkpoint", "checkpoint_config"):
+            path = cfg.guidance.get(key, "").strip()
+            if path and not Path(path).expanduser().is_file():
+                raise UserError(f"config guidance.{key}: no file {path!r}")
+        return folder
+
+    @classmethod
+    def _config_extra(cls, cfg: DictConfig) -> dict[str, Any]:
+        g = cfg.guidance
+        return {key: Path(g[key]).expanduser() if g[key].strip() else None
+                for key in ("checkpoint", "checkpoint_config")}
 
     @property
     def render_size(self) -> int:       # type: ignore[override]

@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import torch
+from omegaconf import DictConfig
 
 from ...errors import UserError
 from ...rendering.cameras import Cameras
+from ...utils.tensor_cache import default_cache_dir
 from ..base import Prior
 from .text_cache import TextEmbeddingCache, model_key
 from .weights import weight_variant
@@ -71,6 +73,39 @@ class DiffusersPrior(Prior):
 
     @classmethod
     def _load_extra(cls, s: DiffusersSettings) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def check_config(cls, cfg: DictConfig) -> Path:
+        """The folder of the weights ``guidance.model`` names; a ``UserError`` when they
+        cannot be had (before any run folder exists)."""
+        from .weights import check_pipeline, resolve_model
+
+        g = cfg.guidance
+        half = g.half_precision and cfg.device != "cpu" and torch.cuda.is_available()
+        folder = resolve_model(g.model.strip(), cls.subfolders, "fp16" if half else None)
+        check_pipeline(folder, cls.pipelines, g.prior)
+        return folder
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig, device: torch.device | None = None) -> "DiffusersPrior":
+        g = cfg.guidance
+        folder = cls.check_config(cfg)
+        cache = None
+        if g.text_cache:
+            cache = Path(g.cache_dir) if g.cache_dir else default_cache_dir()
+        settings = DiffusersSettings(g.model, folder, device or torch.device("cpu"),
+                                     g.half_precision, g.render_size, cache)
+        try:
+            return cls.load(settings, **cls._config_extra(cfg))
+        except ValueError as exc:       # loaded, but not a model this prior can use
+            raise UserError(f"cannot use the {g.prior} model from {str(folder)!r}: "
+                            f"{exc}") from None
+
+    @classmethod
+    def _config_extra(cls, cfg: DictConfig) -> dict[str, Any]:
+        """``load``'s arguments besides the settings, from the config (MVDream: its
+        checkpoint)."""
         return {}
 
     def __init__(self, s: DiffusersSettings, unet: Any, scheduler: Any) -> None:

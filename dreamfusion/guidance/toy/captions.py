@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from ...errors import UserError
 
@@ -55,3 +56,12 @@ def parse_caption(prompt: str, views: tuple[str, ...]) -> Caption:
         raise UserError(f"a toy prompt is 'a <colour> <shape>[, <view> view]', got {prompt!r}; "
                         f"it knows {vocabulary()}")
     return Caption(colors[0], shapes[0], view)
+
+
+def check_words(prompt: str, cfg: Any) -> None:
+    """The toy priors' prompt check (registry ``check_words``): the prompt and the negative
+    prompt must be captions of the toy world, before torch is imported."""
+    views = tuple(rule.name for rule in cfg.prompt.views)
+    parse_caption(prompt, views)
+    if cfg.prompt.negative.strip():
+        parse_caption(cfg.prompt.negative, views)

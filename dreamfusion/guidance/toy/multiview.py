@@ -22,13 +22,14 @@ from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 import torch
+from omegaconf import DictConfig
 
 from ...rendering.cameras import Cameras
 from ...utils.tensor_cache import cached_tensor
 from ..views import view_of
 from .captions import COLORS, Caption
-from .prior import (_VERSION, ReferenceSettings, ToyWorldPrior, _seed, optimal_denoiser_eps,
-                    reference_cameras, trace_lit)
+from .prior import (_VERSION, ReferenceSettings, ToyWorldPrior, _seed, cache_folder,
+                    optimal_denoiser_eps, reference_cameras, reference_settings, trace_lit)
 from .world import SHAPES
 
 
@@ -109,6 +110,12 @@ class ToyMultiviewPrior(ToyWorldPrior):
         self.camera_sigma = camera_sigma
         self._tuples: dict[tuple[str, int], Tuples] = {}
         self._joined: dict[tuple[Caption, ...], Tuples] = {}
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig, device: torch.device | None = None
+                    ) -> "ToyMultiviewPrior":
+        return cls(reference_settings(cfg), cfg.guidance.uncond_per_caption,
+                   cfg.camera.views_per_sample, cfg.guidance.camera_sigma, cache_folder(cfg))
 
     def tuples(self, caption: Caption, count: int) -> Tuples:
         """A plain caption's ``count`` reference tuples, from memory, disk or rendered."""

@@ -1,21 +1,23 @@
-"""3D Gaussians as a ``Representation``: the trainer renders, optimises, densifies and
-checkpoints them through the same methods as the NeRF."""
+"""3D Gaussians as a scene representation (``pipeline.representation``): the trainer renders,
+optimises, densifies and checkpoints them through the same methods as the NeRF; the
+registry's ``gaussians`` entry builds them."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ..gaussians import density_control as dc
-from ..gaussians.model import PARAMETERS, SURFACE_LEVEL, Gaussians
-from ..gaussians.ply import write_ply
-from ..gaussians.renderer import GaussianRenderer, SplatRender
+from ..export.mesh import Mesh
+from ..export.pipeline import ExportSettings, field_mesh
 from ..rendering.cameras import Cameras
 from ..rendering.rendered import Rendered
 from ..rendering.shading import Background
+from . import density_control as dc
+from .model import PARAMETERS, SURFACE_LEVEL, Gaussians
+from .ply import write_ply
+from .renderer import GaussianRenderer, SplatRender
 
 # the gaussians.lr key of each of ``PARAMETERS``, in its order
 RATES = ("position", "scale", "rotation", "opacity", "colour")
@@ -30,10 +32,9 @@ class GaussianScene:
     rates: dict[str, float | None]      # gaussians.lr: Adam's rate for each parameter
     image_size: int                     # the training renders' larger side, in pixels
     surface_level: float = SURFACE_LEVEL
-    backend_key: ClassVar[str] = "rasteriser_backend"
     _last: SplatRender | None = field(default=None, repr=False)
 
-    def modules(self) -> dict[str, torch.nn.Module]:
+    def checkpoint_modules(self) -> dict[str, torch.nn.Module]:
         return {"gaussians": self.field, "background": self.background}
 
     def backend(self) -> tuple[str, str]:
@@ -60,7 +61,7 @@ class GaussianScene:
             groups.append({"params": background, "lr": self.rates["background"]})
         return groups
 
-    def named_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
+    def named_trainables(self) -> list[tuple[str, torch.nn.Parameter]]:
         named = [(f"gaussians.{n}", p) for n, p in self.field.named_parameters()]
         return named + [(f"background.{n}", p) for n, p in self.background.named_parameters()]
 
@@ -89,6 +90,11 @@ class GaussianScene:
 
     def write_native(self, out_dir: Path) -> list[Path]:
         return [write_ply(self.field, out_dir / "model.ply")]
+
+    def export_mesh(self, settings: ExportSettings) -> Mesh:
+        """Marching cubes over the Gaussians' summed density (``Gaussians.density``), textured
+        by their albedo: the PLY (``write_native``) is the Gaussians themselves."""
+        return field_mesh(self.field, settings)
 
 
 def build_gaussian_scene(cfg: DictConfig, device: torch.device) -> GaussianScene:

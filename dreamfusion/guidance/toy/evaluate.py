@@ -1,18 +1,28 @@
-"""Score a trained scene against the toy world's ground truth."""
+"""Score a trained scene against the toy world's ground truth (the toy priors' ``evaluate``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from ..guidance.toy.raytrace import trace
-from ..guidance.toy.prior import ToyWorldPrior
-from ..guidance.toy.world import COLORS, SHAPES, Caption
-from ..rendering.cameras import Cameras, orbit
-from .representation import Representation
+from ...rendering.cameras import Cameras, orbit
+from ...rendering.rendered import Rendered
+from .raytrace import trace
+from .world import COLORS, SHAPES, Caption
+
+
+class Representation(Protocol):
+    """What scoring reads of a trained scene (``pipeline.representation`` has the whole
+    interface): renders, and the density with the field it comes from."""
+    field: Any
+
+    def render(self, cameras: Cameras, height: int, width: int) -> Rendered: ...
+
+    def density(self, points: torch.Tensor) -> torch.Tensor: ...
 
 SIDE_AZIMUTHS = (90.0, -90.0)
 
@@ -107,11 +117,12 @@ def colour_error(scene: Representation, caption: Caption, cfg: DictConfig, n_azi
 
 
 @torch.no_grad()
-def toy_r_precision(scene: Representation, caption: Caption, prior: ToyWorldPrior, cfg: DictConfig,
+def toy_r_precision(scene: Representation, caption: Caption, prior: Any, cfg: DictConfig,
                     n_azimuths: int = 8, elevations: tuple[float, ...] = EVAL_ELEVATIONS,
                     per_caption: int = 32) -> float:
     """The toy world's R-Precision: the share of renders whose nearest reference image (L2,
-    among ``per_caption`` references of every toy caption) belongs to their own caption."""
+    among ``per_caption`` references of every toy caption, from ``prior``, the toy world's
+    ``ToyWorldPrior``) belongs to their own caption."""
     captions = [Caption(c, s) for s in SHAPES for c in COLORS]
     refs = torch.cat([prior.references(c, per_caption) for c in captions]).flatten(1)
     owner = torch.arange(len(captions)).repeat_interleave(per_caption)
@@ -174,7 +185,7 @@ def true_surface_samples(caption: Caption, count: int, bound: float = 1.0,
     three Newton steps along the SDF's gradient."""
     import mcubes
 
-    from ..export.mesh import Mesh, surface_samples
+    from ...export.mesh import Mesh, surface_samples
 
     sdf = SHAPES[caption.shape].sdf
     axis = torch.linspace(-bound, bound, resolution)
@@ -202,7 +213,7 @@ def surface_scores(mesh_vertices: np.ndarray, mesh_faces: np.ndarray, caption: C
     """How far the exported mesh is from the toy object's true surface."""
     from scipy.spatial import cKDTree
 
-    from ..export.mesh import Mesh, surface_samples
+    from ...export.mesh import Mesh, surface_samples
 
     ours = surface_samples(Mesh(mesh_vertices, mesh_faces, np.zeros_like(mesh_vertices)), count)
     truth = _true_samples(caption.shape, count)
@@ -229,7 +240,7 @@ def _true_samples(shape: str, count: int) -> np.ndarray:
     return true_surface_samples(Caption("white", shape), count)
 
 
-def toy_metrics(scene: Representation, prior: ToyWorldPrior, prompt: str, cfg: DictConfig,
+def toy_metrics(scene: Representation, prior: Any, prompt: str, cfg: DictConfig,
                 mesh_vertices: np.ndarray | None, mesh_faces: np.ndarray | None,
                 density_threshold: float) -> dict:
     """Every ground-truth score of a toy run, rounded, as ``summary.json`` keeps them."""
