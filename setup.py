@@ -18,6 +18,7 @@ setup(
     install_requires=[
         "torch>=2.1",
         "numpy>=1.24",
+        "scipy>=1.13",               # nearest neighbours (cKDTree) in export and scoring
         "omegaconf>=2.3",
         "PyYAML>=6.0",
         "trimesh>=4.0",

@@ -12,10 +12,11 @@ from dreamfusion.pipeline.build import build_scene
 
 def _field() -> NeRFField:
     enc = HashGridEncoding(n_levels=4, features=2, table_size_log2=12, base_resolution=4,
-                           growth=1.5)
+                           growth=1.5, backend="torch")
     with torch.no_grad():
         enc.params.uniform_(-0.5, 0.5)
-    return NeRFField(1.0, enc, 16, 1, blob_density=5.0, blob_radius=0.5).double()
+    return NeRFField(1.0, enc, 16, 1, blob_density=5.0, blob_radius=0.5, normals="analytic",
+                     fd_eps=0.01).double()
 
 
 def test_normals_are_the_negative_density_gradient():
@@ -31,8 +32,10 @@ def test_normals_are_the_negative_density_gradient():
 
 
 def test_blob_starts_dense_at_the_centre_and_empty_outside():
-    enc = HashGridEncoding(n_levels=2, features=2, table_size_log2=10, base_resolution=4)
-    field = NeRFField(1.0, enc, 8, 1, blob_density=5.0, blob_radius=0.5)
+    enc = HashGridEncoding(n_levels=2, features=2, table_size_log2=10, base_resolution=4,
+                           backend="torch")
+    field = NeRFField(1.0, enc, 8, 1, blob_density=5.0, blob_radius=0.5, normals="analytic",
+                      fd_eps=0.01)
     sigma = field.density(torch.tensor([[0.0, 0.0, 0.0], [0.95, 0.95, 0.95]]))
     assert sigma[0] > 50 and sigma[1] < 0.05
 
@@ -107,7 +110,8 @@ def test_no_camera_of_a_shipped_config_starts_more_than_30_percent_opaque(config
 
 def test_coarse_to_fine_masks_the_finer_levels_until_their_step():
     enc = HashGridEncoding(n_levels=6, features=2, table_size_log2=12, base_resolution=4,
-                           growth=1.5, start_levels=2, start_step=10, level_every=5)
+                           growth=1.5, backend="torch", start_levels=2, start_step=10,
+                           level_every=5)
     with torch.no_grad():
         enc.params.uniform_(-1.0, 1.0)
     assert [enc.levels_at(s) for s in (0, 10, 14, 15, 24, 25, 1000)] == [2, 2, 2, 3, 4, 5, 6]

@@ -16,6 +16,16 @@ from dreamfusion.rendering.cameras import Cameras, orbit
 from dreamfusion.rendering.shading import Background
 
 
+
+def _densify(**changes) -> dc.DensifySettings:
+    """The schema's density control with ``changes``."""
+    from dataclasses import asdict
+
+    from dreamfusion.config.schema import DensifyConfig, GaussianConfig
+
+    base = {**asdict(DensifyConfig()), "max_count": GaussianConfig().max_count, "extent": 1.0}
+    return dc.DensifySettings(**{**base, **changes})
+
 def _cloud(n: int, seed: int = 0, max_opacity: float = 0.34, dtype=torch.float32) -> Gaussians:
     g = Gaussians(n, 1.0, 0.4, 0.1, torch.Generator().manual_seed(seed))
     gen = torch.Generator().manual_seed(seed + 1)
@@ -202,7 +212,7 @@ def test_density_control_clones_splits_and_prunes_with_adams_moments():
         g.opacity_logits[7] = -10.0                 # transparent: pruned (its split too)
     g.grad_accum.copy_(torch.tensor([1.0, 0, 0, 0, 1.0, 1.0, 0, 1.0]))
     g.grad_count.fill_(1.0)
-    settings = dc.DensifySettings(grad_threshold=0.5, percent_dense=0.01, extent=1.0)
+    settings = _densify(grad_threshold=0.5, percent_dense=0.01, extent=1.0)
     torch.manual_seed(0)
     counts = dc.densify_and_prune(g, opt, settings, 32, after_reset=False)
     # 8 - 3 split + 1 clone + 6 halves = 12; then the two halves of the transparent one go
@@ -224,7 +234,7 @@ def test_density_control_respects_the_cap_and_never_empties_the_scene():
     g = _cloud(8)
     g.grad_accum.fill_(1.0)
     g.grad_count.fill_(1.0)
-    settings = dc.DensifySettings(grad_threshold=0.5, max_count=10, extent=1.0)
+    settings = _densify(grad_threshold=0.5, max_count=10, extent=1.0)
     dc.densify_and_prune(g, None, settings, 32, after_reset=False)
     assert len(g) == 10
     with torch.no_grad():

@@ -21,7 +21,7 @@ def test_layout_follows_tiny_cuda_nn():
 
 def test_corner_lookup_matches_hand_computation():
     enc = HashGridEncoding(n_levels=2, features=1, table_size_log2=10, base_resolution=4,
-                           growth=8.0)
+                           growth=8.0, backend="torch")
     coarse, fine = enc.layouts
     assert coarse.dense and not fine.dense
     with torch.no_grad():
@@ -45,7 +45,7 @@ def test_corner_lookup_matches_hand_computation():
 
 def test_gradcheck_small_grid():
     enc = HashGridEncoding(n_levels=3, features=2, table_size_log2=8, base_resolution=2,
-                           growth=2.0).double()
+                           growth=2.0, backend="torch").double()
     with torch.no_grad():
         enc.params.uniform_(-1, 1)
     # steps of 1e-6 almost never cross a cell face, where the interpolant has kinks

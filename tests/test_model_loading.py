@@ -132,3 +132,42 @@ def test_downloads_take_each_folders_weights_once_in_the_form_loaded():
     assert fetched(None) == ["model_index.json", "text_encoder/model.safetensors",
                              "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
                              "vae/diffusion_pytorch_model.safetensors"]
+
+
+def test_the_prior_weights_are_counted_from_the_folders_headers(tiny_sd):
+    from safetensors.torch import load_file
+
+    from dreamfusion.guidance.diffusion.stable_diffusion import StableDiffusionPrior
+
+    cfg = load_config("dreamfusion-sd", [f"guidance.model={tiny_sd}"])
+    numel = sum(t.numel() for part in ("unet", "text_encoder", "vae")
+                for f in (tiny_sd / part).glob("*.safetensors") for t in load_file(f).values())
+    assert numel > 0
+    assert StableDiffusionPrior.memory_needs(cfg, torch.device("cpu")) == {
+        "prior weights": 4 * numel}
+
+
+def test_a_config_that_fits_only_without_the_prior_weights_is_refused(tiny_sd, tmp_path,
+                                                                      capsys, monkeypatch):
+    from dreamfusion.config.limits import memory_problem
+
+    cfg = load_config("dreamfusion-sd", [f"guidance.model={tiny_sd}", *SHORT])
+    lo, hi = 1, 1 << 40             # the least memory that fits the config without the prior
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if memory_problem(cfg, mid, "test") is None else (mid + 1, hi)
+    monkeypatch.setattr("dreamfusion.pipeline.inputs.machine_memory", lambda: lo)
+    err = _refused(tiny_sd, tmp_path, capsys)
+    assert "prior weights" in err and "GiB" in err
+
+
+@pytest.mark.parametrize("version, key", [("0.30.3", "torch_dtype"), ("0.39.9", "torch_dtype"),
+                                          ("0.40.0", "dtype"), ("1.2.0.dev0", "dtype")])
+def test_the_dtype_argument_is_spelled_as_the_installed_diffusers_reads_it(version, key,
+                                                                           monkeypatch):
+    import diffusers
+
+    from dreamfusion.guidance.diffusion.prior import diffusers_dtype
+
+    monkeypatch.setattr(diffusers, "__version__", version)
+    assert diffusers_dtype(torch.float16) == {key: torch.float16}

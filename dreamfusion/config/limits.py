@@ -180,18 +180,23 @@ def machine_memory() -> int:
         return 0
 
 
-def memory_problem(cfg: DictConfig, available: int, where: str) -> str | None:
-    """Why ``cfg`` cannot fit in ``available`` bytes of ``where`` memory, or None."""
-    needs = memory_needs(cfg)
+def memory_problem(cfg: DictConfig, available: int, where: str,
+                   prior: dict[str, int] | None = None) -> str | None:
+    """Why ``cfg`` cannot fit in ``available`` bytes of ``where`` memory, or None; ``prior``:
+    the prior's own bytes by part (``Prior.memory_needs``), resident in every phase."""
+    needs = {**memory_needs(cfg), **(prior or {})}
+    resident = next(iter(needs.values()), 0) + sum((prior or {}).values())
     # the export runs after training has freed its samples: the peak is the larger phase
     export = needs.get("export density grid", 0)
     train = sum(v for k, v in needs.items() if k != "export density grid")
-    peak = max(train, export + next(iter(needs.values()), 0))
+    peak = max(train, export + resident)
     if available <= 0 or peak <= available:
         return None
     parts = ", ".join(f"{what} {size / GIB:.1f}" for what, size in needs.items() if size)
     model = registry.representation(cfg.representation).model_keys
+    weights = ("; the prior's weights alone need more: a smaller model, or half precision on "
+               "a GPU" if prior and sum(prior.values()) > available else "")
     return (f"this config needs about {peak / GIB:.1f} GiB ({parts} GiB), more than the "
             f"{available / GIB:.1f} GiB of {where} memory; lower height, width, batch_size, "
             f"camera.views_per_sample, "
-            f"{model} or export.resolution")
+            f"{model} or export.resolution{weights}")

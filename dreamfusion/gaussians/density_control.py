@@ -13,17 +13,19 @@ from .model import PARAMETERS, STATISTICS, Gaussians, inverse_sigmoid, quat_to_r
 
 @dataclass(frozen=True)
 class DensifySettings:
-    start: int = 100                # first step of densification
-    stop: int = 3000                # no densification (or statistics) from this step on
-    every: int = 100                # steps between densification passes
-    grad_threshold: float = 0.01    # mean |d loss / d mean2d| (NDC units) that densifies
-    percent_dense: float = 0.01     # clone below, split above this share of the extent
-    min_opacity: float = 0.01       # prune Gaussians more transparent than this
-    max_screen_fraction: float = 0.5  # prune Gaussians wider than this share of the image
-    max_world_fraction: float = 0.1   # ... or larger than this share of the extent
-    opacity_reset_every: int = 700  # 0: never
-    max_count: int = 100_000        # no more clones or splits beyond this many Gaussians
-    extent: float = 1.0             # the scene's size (the bound) the fractions refer to
+    """``gaussians.densify`` field for field (its comments say what each does; the schema
+    holds the defaults), and what density control needs from elsewhere in the config."""
+    start: int
+    stop: int                       # no statistics either from this step on
+    every: int
+    grad_threshold: float           # mean |d loss / d mean2d| (NDC units) that densifies
+    percent_dense: float            # clone below, split above this share of the extent
+    min_opacity: float
+    max_screen_fraction: float
+    max_world_fraction: float       # ... of the extent
+    opacity_reset_every: int        # 0: never
+    max_count: int                  # gaussians.max_count: no clones or splits beyond it
+    extent: float                   # nerf.bound: the scene's size the fractions refer to
 
 
 @torch.no_grad()

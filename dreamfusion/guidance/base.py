@@ -55,6 +55,13 @@ class Prior(ABC):
         any folder is made, so it may read files but should not load models."""
 
     @classmethod
+    def memory_needs(cls, cfg: DictConfig, device: torch.device) -> dict[str, int]:
+        """Bytes by part that the prior itself holds on ``device`` while the scene trains
+        (a diffusion model's weights), counted before it loads; the memory check adds them to
+        the representation's."""
+        return {}
+
+    @classmethod
     def from_config(cls, cfg: DictConfig, device: torch.device | None = None) -> "Prior":
         """The prior ``cfg.guidance`` describes, on ``device``."""
         raise NotImplementedError(f"{cls.__name__} cannot be built from a config")

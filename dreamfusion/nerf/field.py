@@ -25,8 +25,7 @@ class NeRFField(nn.Module):
     """
 
     def __init__(self, bound: float, encoding: HashGridEncoding, hidden: int, layers: int,
-                 blob_density: float, blob_radius: float, normals: str = "analytic",
-                 fd_eps: float = 0.01) -> None:
+                 blob_density: float, blob_radius: float, normals: str, fd_eps: float) -> None:
         super().__init__()
         if normals not in NORMALS:
             raise ValueError(f"normals must be one of {NORMALS}, got {normals!r}")

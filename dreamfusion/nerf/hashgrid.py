@@ -96,8 +96,8 @@ class HashGridEncoding(nn.Module):
     """
 
     def __init__(self, n_levels: int = 16, features: int = 2, table_size_log2: int = 19,
-                 base_resolution: int = 16, growth: float = 1.447269237440378,
-                 backend: str = "torch", start_levels: int = 0, start_step: int = 0,
+                 base_resolution: int = 16, growth: float = 1.447269237440378, *,
+                 backend: str, start_levels: int = 0, start_step: int = 0,
                  level_every: int = 500) -> None:
         super().__init__()
         if backend not in BACKENDS:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ..export.mesh import Mesh, auto_threshold
 from ..export.pipeline import ExportSettings, field_mesh
@@ -86,12 +86,10 @@ class NeRFScene:
 
 
 def build_nerf_scene(cfg: DictConfig, device: torch.device) -> NeRFScene:
-    g = cfg.nerf.grid
-    encoding = HashGridEncoding(g.n_levels, g.features, g.table_size_log2, g.base_resolution,
-                                g.growth, g.backend, g.start_levels, g.start_step, g.level_every)
-    n = cfg.nerf
-    field = NeRFField(n.bound, encoding, n.hidden, n.layers, n.blob_density, n.blob_radius,
-                      n.normals, n.fd_eps)
+    """The sections by name: each constructor's parameters are its section's keys, whose
+    defaults are the schema's alone."""
+    encoding = HashGridEncoding(**OmegaConf.to_container(cfg.nerf.grid))
+    field = NeRFField(encoding=encoding, **{k: v for k, v in cfg.nerf.items() if k != "grid"})
     m = cfg.marcher
     grid = OccupancyGrid(cfg.nerf.bound, m.grid_resolution, m.step_size, m.threshold, m.ema_decay)
     background = Background(cfg.background.kind, tuple(cfg.background.color))

@@ -97,15 +97,22 @@ def check_cpu_memory(cfg: DictConfig) -> None:
         _refuse_if(memory_problem(cfg, machine_memory(), "this machine's"))
 
 
-def check_memory(cfg: DictConfig, device: torch.device) -> None:
-    """Refuse a config that cannot fit in the device's memory, with the figures."""
+def check_memory(cfg: DictConfig, device: torch.device, with_prior: bool = True) -> None:
+    """Refuse a config that cannot fit in the device's memory, with the figures; the prior's
+    weights count ``with_prior`` (not for an export, which loads none)."""
+    prior = None
+    if with_prior:
+        from .build import prior_class
+
+        prior = prior_class(cfg).memory_needs(cfg, device)
     if device.type != "cuda":
-        _refuse_if(memory_problem(cfg, machine_memory(), "this machine's"))
+        _refuse_if(memory_problem(cfg, machine_memory(), "this machine's", prior))
         return
     import torch
 
     available = torch.cuda.get_device_properties(device).total_memory
-    _refuse_if(memory_problem(cfg, available, f"{torch.cuda.get_device_name(device)} GPU"))
+    _refuse_if(memory_problem(cfg, available, f"{torch.cuda.get_device_name(device)} GPU",
+                              prior))
 
 
 def _refuse_if(problem: str | None) -> None:
@@ -119,8 +126,8 @@ def prepare(prompt: str, cfg: DictConfig, root_check: bool = True,
     from .build import check_prior
 
     prompt = check_words(prompt, cfg)
-    check_memory(cfg, select_device(cfg.device))
     check_prior(cfg)            # absent weights, a toy world of non-square renders: no folder
+    check_memory(cfg, select_device(cfg.device))        # with the weights that were found
     root = run_root(cfg)
     if root_check:
         check_output_root(root, create=not dry_run)

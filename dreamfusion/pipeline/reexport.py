@@ -25,7 +25,7 @@ def load_run(run_dir: Path, overrides: Sequence[str] = ()
     for why in opened.skipped:
         print(f"dreamfusion: {why}; using {opened.loaded.path.name}", file=sys.stderr)
     device = select_device("auto")
-    check_memory(opened.cfg, device)
+    check_memory(opened.cfg, device, with_prior=False)     # an export loads no prior
     scene = build_scene(opened.cfg, device)
     load_scene(scene, opened.loaded)
     return opened.cfg, scene, opened.step

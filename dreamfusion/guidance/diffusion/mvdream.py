@@ -27,7 +27,7 @@ from omegaconf import DictConfig
 
 from ...errors import UserError
 from ...rendering.cameras import Cameras
-from .prior import DiffusersSettings, loading_part
+from .prior import DiffusersSettings, diffusers_dtype, loading_part
 from .stable_diffusion import StableDiffusionPrior
 
 # MVDream's SD 2.1-base UNet (its configs/sd-v2-base.yaml, unet_config.params)
@@ -240,8 +240,8 @@ class MVDreamPrior(StableDiffusionPrior):
         with loading_part(s, "scheduler"):
             scheduler = DDPMScheduler.from_pretrained(s.folder, subfolder="scheduler")
         with loading_part(s, "vae"):
-            vae = AutoencoderKL.from_pretrained(s.folder, subfolder="vae", torch_dtype=s.dtype,
-                                                variant=s.variant("vae"))
+            vae = AutoencoderKL.from_pretrained(s.folder, subfolder="vae", variant=s.variant("vae"),
+                                                **diffusers_dtype(s.dtype))
         if checkpoint is not None:
             unet = load_checkpoint_unet(checkpoint, checkpoint_config)
         elif _unet_class(s.folder) == "MultiViewUNetModel":
@@ -249,7 +249,8 @@ class MVDreamPrior(StableDiffusionPrior):
         else:
             with loading_part(s, "unet"):
                 unet = UNet2DConditionModel.from_pretrained(
-                    s.folder, subfolder="unet", torch_dtype=s.dtype, variant=s.variant("unet"))
+                    s.folder, subfolder="unet", variant=s.variant("unet"),
+                    **diffusers_dtype(s.dtype))
         return cls(s, unet, scheduler, vae)
 
     @classmethod

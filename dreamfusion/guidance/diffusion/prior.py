@@ -46,6 +46,16 @@ def transformers_dtype(dtype: torch.dtype) -> dict[str, torch.dtype]:
     return {"dtype" if (major, minor) >= (4, 56) else "torch_dtype": dtype}
 
 
+def diffusers_dtype(dtype: torch.dtype) -> dict[str, torch.dtype]:
+    """The dtype argument of diffusers' ``from_pretrained``: ``dtype`` from 0.40 on (where
+    ``torch_dtype`` becomes the deprecated spelling), ``torch_dtype`` before (where ``dtype``
+    is not read: the weights would load in float32)."""
+    import diffusers
+
+    major, minor = (int(p) for p in diffusers.__version__.split(".")[:2])
+    return {"dtype" if (major, minor) >= (0, 40) else "torch_dtype": dtype}
+
+
 class DiffusersPrior(Prior):
     """Subclasses load the text encoder (lazily) and define ``encode``.
 
@@ -68,7 +78,7 @@ class DiffusersPrior(Prior):
             scheduler = DDPMScheduler.from_pretrained(s.folder, subfolder="scheduler")
         with loading_part(s, "unet"):
             unet = UNet2DConditionModel.from_pretrained(
-                s.folder, subfolder="unet", torch_dtype=s.dtype, variant=s.variant("unet"))
+                s.folder, subfolder="unet", variant=s.variant("unet"), **diffusers_dtype(s.dtype))
         return cls(s, unet, scheduler, **cls._load_extra(s))
 
     @classmethod
@@ -101,6 +111,20 @@ class DiffusersPrior(Prior):
         except ValueError as exc:       # loaded, but not a model this prior can use
             raise UserError(f"cannot use the {g.prior} model from {str(folder)!r}: "
                             f"{exc}") from None
+
+    @classmethod
+    def memory_needs(cls, cfg: DictConfig, device: torch.device) -> dict[str, int]:
+        """The weights of every part it loads (UNet, text encoder, VAE), counted from the
+        folder's files, in the dtype they load in on ``device``: they share the memory with
+        training (the text encoder until the prompts are encoded)."""
+        from .weights import weight_elements
+
+        folder = cls.check_config(cfg)
+        half = cfg.guidance.half_precision and device.type == "cuda"
+        variant = "fp16" if half else None
+        parts = [p for p in cls.subfolders if p not in ("scheduler", "tokenizer")]
+        count = sum(weight_elements(folder, p, variant) for p in parts)
+        return {"prior weights": count * (2 if half else 4)}
 
     @classmethod
     def _config_extra(cls, cfg: DictConfig) -> dict[str, Any]:

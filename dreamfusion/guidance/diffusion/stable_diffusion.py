@@ -5,7 +5,7 @@ from typing import Any
 
 import torch
 
-from .prior import DiffusersPrior, DiffusersSettings, loading_part, _on
+from .prior import DiffusersPrior, DiffusersSettings, _on, diffusers_dtype, loading_part
 
 
 class StableDiffusionPrior(DiffusersPrior):
@@ -18,8 +18,8 @@ class StableDiffusionPrior(DiffusersPrior):
         from diffusers import AutoencoderKL
 
         with loading_part(s, "vae"):
-            vae = AutoencoderKL.from_pretrained(s.folder, subfolder="vae", torch_dtype=s.dtype,
-                                                variant=s.variant("vae"))
+            vae = AutoencoderKL.from_pretrained(s.folder, subfolder="vae", variant=s.variant("vae"),
+                                                **diffusers_dtype(s.dtype))
         return {"vae": vae}
 
     def __init__(self, s: DiffusersSettings, unet: Any, scheduler: Any, vae: Any) -> None:

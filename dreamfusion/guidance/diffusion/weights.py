@@ -52,6 +52,46 @@ def weight_variant(folder: Path, subfolder: str, variant: str | None) -> str | N
     return None
 
 
+def _safetensors_numel(path: Path) -> int:
+    """The number of elements in a ``.safetensors`` file, from its header alone (8 bytes of
+    little-endian length, then JSON of each tensor's dtype, shape and offsets). A header that
+    cannot be read counts the file's bytes as float32: the load itself then says what is
+    wrong with the file, in the words every other broken part gets."""
+    fallback = path.stat().st_size // 4
+    try:
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            # a corrupt length would otherwise ask for gigabytes of "header"
+            if size > min(path.stat().st_size - 8, 100 << 20):
+                return fallback
+            header = json.loads(f.read(size))
+        total = 0
+        for name, entry in header.items():
+            if name != "__metadata__":
+                count = 1
+                for n in entry["shape"]:
+                    count *= int(n)
+                total += count
+        return total
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return fallback
+
+
+def weight_elements(folder: Path, subfolder: str, variant: str | None) -> int:
+    """How many numbers ``folder/subfolder`` holds in the weights that load (the ``variant``
+    files where there are some; every shard); a ``.bin`` pickle counts as float32."""
+    path = folder / subfolder
+    if not path.is_dir():
+        return 0
+    files = [f for f in sorted(path.iterdir()) if f.name.endswith(WEIGHTS)]
+    tagged = [f for f in files if variant and f".{variant}." in f.name]
+    chosen = tagged or [f for f in files if ".fp16." not in f.name] or files
+    safetensors = [f for f in chosen if f.name.endswith(".safetensors")]
+    if safetensors:
+        return sum(_safetensors_numel(f) for f in safetensors)
+    return sum(f.stat().st_size // 4 for f in chosen)
+
+
 def check_pipeline(folder: Path, accepted: tuple[str, ...], prior: str) -> None:
     """A ``UserError`` unless ``folder/model_index.json`` names one of the ``accepted``
     pipeline classes (an SDXL or SD3 folder has the same subfolder names, not the same
