@@ -64,13 +64,17 @@ class PriorSpec:
     (prompt, cfg)``, where given, refuses a prompt the prior cannot read, without torch;
     ``needs_model``: ``guidance.model`` must name its weights; ``multiview``: it denoises
     the views of one object together; ``ground_truth``: its ``evaluate`` scores a run against
-    a truth (the toy world's), which the toy benches need."""
+    a truth (the toy world's), which the toy benches need; ``views_per_sample``: the only
+    ``camera.views_per_sample`` its weights were trained for (None: any); ``own_keys``: the
+    ``guidance`` keys only it reads, which another prior's config must leave empty."""
     name: str
     builder: Ref
     needs_model: bool = True
     multiview: bool = False
     check_words: Ref | None = None
     ground_truth: bool = False
+    views_per_sample: int | None = None
+    own_keys: tuple[str, ...] = ()
 
 
 _LIMITS = "dreamfusion.config.limits"
@@ -96,7 +100,9 @@ _BUILTIN_PRIORS = (
     PriorSpec("stable_diffusion",
               "dreamfusion.guidance.diffusion.stable_diffusion:StableDiffusionPrior"),
     PriorSpec("deepfloyd_if", "dreamfusion.guidance.diffusion.deepfloyd_if:DeepFloydIFPrior"),
-    PriorSpec("mvdream", "dreamfusion.guidance.diffusion.mvdream:MVDreamPrior", multiview=True),
+    # its published weights were trained on 4 views 90 degrees apart
+    PriorSpec("mvdream", "dreamfusion.guidance.diffusion.mvdream:MVDreamPrior", multiview=True,
+              views_per_sample=4, own_keys=("checkpoint", "checkpoint_config")),
 )
 
 REPRESENTATIONS: dict[str, RepresentationSpec] = {s.name: s for s in _BUILTIN_REPRESENTATIONS}

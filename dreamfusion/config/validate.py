@@ -106,13 +106,15 @@ def _validate_multiview(cfg: DictConfig) -> None:
         _check(not cfg.prompt.perp_neg, "prompt.perp_neg",
                f"is for single-view priors: the {g.prior} prior denoises the views together; "
                f"set prompt.perp_neg=false")
-    if g.prior == "mvdream":
-        _check(cfg.camera.views_per_sample == 4, "camera.views_per_sample",
-               f"must be 4 with the mvdream prior (its published weights were trained on 4 "
-               f"views 90 degrees apart), got {cfg.camera.views_per_sample}")
-    for key in ("checkpoint", "checkpoint_config"):
-        _check(not g[key].strip() or g.prior == "mvdream", f"guidance.{key}",
-               f"is read by the mvdream prior only (guidance.prior is {g.prior})")
+    spec = registry.prior(g.prior)
+    want = spec.views_per_sample
+    _check(want is None or cfg.camera.views_per_sample == want, "camera.views_per_sample",
+           f"must be {want} with the {g.prior} prior (its published weights were trained on "
+           f"{want} views), got {cfg.camera.views_per_sample}")
+    for other in registry.PRIORS.values():
+        for key in other.own_keys:
+            _check(not g[key].strip() or key in spec.own_keys, f"guidance.{key}",
+                   f"is read by the {other.name} prior only (guidance.prior is {g.prior})")
     _check(g.checkpoint.strip() or not g.checkpoint_config.strip(), "guidance.checkpoint_config",
            "describes guidance.checkpoint, which is not set")
 

@@ -14,6 +14,12 @@ NEAR = 0.01             # camera-space depth under which a Gaussian is not drawn
 ALPHA_MAX = 0.999
 ALPHA_MIN = 1.0 / 255.0
 T_MIN = 1e-4            # a pixel is done before the Gaussian that would take T this low
+# the box reaches this many standard deviations along each image axis: beyond it
+# o exp(-d^2 / 2) < 1/255 for every o <= 1 (gsplat >= 1.5's 3.33)
+EXTENT = 3.33
+# x/z and y/z are clamped to this many half fields of view before the projection's Jacobian,
+# as gsplat does: a Gaussian far outside the frame would otherwise smear a huge footprint in
+CLAMP_FOV = 1.3
 
 
 @dataclass
@@ -45,10 +51,14 @@ def project(means: torch.Tensor, covariances: torch.Tensor, camera: Camera, heig
     zs = torch.where(visible, z, torch.ones_like(z))
     u = 0.5 * width + camera.fx * x / zs
     v = 0.5 * height - camera.fy * y / zs
+    lim_x = CLAMP_FOV * 0.5 * width / camera.fx
+    lim_y = CLAMP_FOV * 0.5 * height / camera.fy
+    xj = zs * (x / zs).clamp(-lim_x, lim_x)
+    yj = zs * (y / zs).clamp(-lim_y, lim_y)
     zero = torch.zeros_like(zs)
     jac = torch.stack([
-        torch.stack([camera.fx / zs, zero, -camera.fx * x / zs ** 2], -1),
-        torch.stack([zero, -camera.fy / zs, camera.fy * y / zs ** 2], -1)], dim=-2)  # (N, 2, 3)
+        torch.stack([camera.fx / zs, zero, -camera.fx * xj / zs ** 2], -1),
+        torch.stack([zero, -camera.fy / zs, camera.fy * yj / zs ** 2], -1)], dim=-2)  # (N, 2, 3)
     m = jac @ camera.rotation
     cov = m @ covariances @ m.transpose(-1, -2)
     a = cov[:, 0, 0] + EPS_2D
@@ -58,9 +68,7 @@ def project(means: torch.Tensor, covariances: torch.Tensor, camera: Camera, heig
     unfiltered = cov[:, 0, 0] * cov[:, 1, 1] - b * b
     compensations = torch.sqrt((unfiltered / det).clamp_min(0.0))
     conics = torch.stack([c / det, -b / det, a / det], dim=-1)
-    mid = 0.5 * (a + c)
-    lam = mid + torch.sqrt((mid * mid - det).clamp_min(0.01))
-    radii = torch.ceil(3.0 * torch.sqrt(lam)).detach()
+    radii = torch.ceil(EXTENT * torch.sqrt(torch.maximum(a, c))).detach()
     on_image = ((u + radii > 0) & (u - radii < width) & (v + radii > 0) & (v - radii < height))
     radii = torch.where(visible & on_image, radii, 0.0).long()
     return Projected(torch.stack([u, v], dim=-1), conics, z, radii, compensations)
@@ -69,18 +77,24 @@ def project(means: torch.Tensor, covariances: torch.Tensor, camera: Camera, heig
 def boxes(proj: Projected, opacities: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """(N, 4) int32 ``x0, x1, y0, y1``: the pixels each Gaussian may cover (empty: x0 > x1).
 
-    The box is the projection's ``radii``, narrowed where the opacity is low to the distance
-    at which ``alpha`` falls under ``ALPHA_MIN`` along the major axis: no pixel it drops
-    could have been kept, and faint Gaussians (most of them, early on) cost less."""
+    The box bounds the ellipse ``d^T Sigma'^-1 d <= k^2``, whose half-widths along the image
+    axes are ``k sqrt(Sigma'_xx)`` and ``k sqrt(Sigma'_yy)``, at ``k = min(EXTENT, sqrt(2
+    ln(o / ALPHA_MIN)))``: where ``o exp(-k^2 / 2)`` falls under ``ALPHA_MIN``, so no pixel it
+    drops could have been kept, and faint Gaussians (most of them, early on) cost less
+    (gsplat >= 1.5's opacity-aware box)."""
     o = opacities.detach()
-    # o exp(-d^2 / (2 lambda_max)) >= ALPHA_MIN  <=>  d <= sqrt(2 ln(o / ALPHA_MIN) lambda_max)
-    reach = torch.sqrt(2.0 * torch.log((o / ALPHA_MIN).clamp_min(1.0))) / 3.0
-    r = torch.minimum(proj.radii, torch.ceil(proj.radii * reach).long())
+    k = torch.sqrt(2.0 * torch.log((o / ALPHA_MIN).clamp_min(1.0))).clamp_max(EXTENT)
+    ca, cb, cc = proj.conics.detach().unbind(-1)
+    det = (ca * cc - cb * cb).clamp_min(1e-30)
+    # Sigma' = [[a, b], [b, c]]^-1 of the conic: Sigma'_xx = c / det, Sigma'_yy = a / det
+    rx = torch.ceil(k * torch.sqrt(cc / det))
+    ry = torch.ceil(k * torch.sqrt(ca / det))
     u, v = proj.means2d.detach().unbind(-1)
-    out = torch.stack([(u - r).floor().clamp(0, width - 1), (u + r).floor().clamp(0, width - 1),
-                       (v - r).floor().clamp(0, height - 1),
-                       (v + r).floor().clamp(0, height - 1)], dim=-1).int()
-    out[r <= 0] = torch.tensor([1, 0, 1, 0], dtype=torch.int32, device=out.device)
+    out = torch.stack([(u - rx).floor().clamp(0, width - 1), (u + rx).floor().clamp(0, width - 1),
+                       (v - ry).floor().clamp(0, height - 1),
+                       (v + ry).floor().clamp(0, height - 1)], dim=-1).int()
+    empty = (proj.radii <= 0) | (k <= 0)
+    out[empty] = torch.tensor([1, 0, 1, 0], dtype=torch.int32, device=out.device)
     return out
 
 

@@ -7,8 +7,12 @@ i + 0.5)``, the same rays as ``Cameras.rays``. The rules are gsplat's, so the CU
 
 * projection: ``u = W/2 + f_x x/z``, ``v = H/2 - f_y y/z`` in the camera's (right, up,
   forward) frame, ``f = (size / 2) / tan(fov / 2)``; ``Sigma' = J W Sigma W^T J^T + 0.3 I``
-  (the 0.3 px^2 low-pass filter); Gaussians nearer than ``near`` are dropped;
-* each Gaussian covers the pixels within ``3 sqrt(lambda_max(Sigma'))`` of its centre;
+  (the 0.3 px^2 low-pass filter), with ``x/z`` and ``y/z`` clamped to 1.3 times the half
+  field of view's tangent in the Jacobian ``J`` (not in the centre); Gaussians nearer than
+  ``near`` are dropped;
+* each Gaussian covers the pixels of the box ``k sqrt(Sigma'_xx)`` by ``k sqrt(Sigma'_yy)``
+  about its centre, ``k = min(3.33, sqrt(2 ln(255 o)))`` (gsplat >= 1.5's opacity-aware
+  box, which holds every pixel the alpha cut below keeps);
 * ``alpha = min(0.999, o exp(-d^T Sigma'^-1 d / 2))``; pairs under ``1/255`` are dropped;
   in gsplat's "antialiased" mode ``o`` is first scaled by the compensation
   ``sqrt(det Sigma_2D / det Sigma')`` (``Sigma_2D`` before the filter), so the filter blurs
