@@ -30,6 +30,17 @@ def browser_missing() -> str | None:
     return None
 
 
+def require(ok: bool, what: str) -> None:
+    """Skip where ``what`` (a program or package CI installs) is missing, except in CI, where
+    its absence is a failure: a check that CI skipped would pass unseen."""
+    import pytest
+
+    if not ok:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{what} is missing in CI: .ci/run should have installed it")
+        pytest.skip(f"{what} is not installed")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -12,18 +12,12 @@ import pytest
 
 from dreamfusion.export.pipeline import ExportSettings, export_field
 
+from browser import require
 from fields import BoxField
 
 TOOLS = Path(__file__).parent / "tools"
 VALIDATOR = Path(os.environ.get("DREAMFUSION_GLTF_VALIDATOR",
                                 Path(__file__).parents[1] / ".gl" / "node_modules"))
-
-
-def _require(ok: bool, what: str) -> None:
-    if not ok:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{what} is missing in CI: .ci/run should have installed it")
-        pytest.skip(f"{what} is not installed")
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +33,7 @@ def exported(tmp_path_factory):
 
 
 def test_the_glb_passes_the_khronos_validator(exported):
-    _require(shutil.which("node") is not None and (VALIDATOR / "gltf-validator").is_dir(),
+    require(shutil.which("node") is not None and (VALIDATOR / "gltf-validator").is_dir(),
              "node with the npm package gltf-validator")
     out, *_ = exported
     result = subprocess.run(["node", str(TOOLS / "validate_gltf.js"), str(VALIDATOR),
@@ -52,7 +46,7 @@ def test_the_glb_passes_the_khronos_validator(exported):
 
 @pytest.mark.parametrize("name", ["model.glb", "model.obj"])
 def test_blender_imports_the_mesh_textured_and_upright(exported, name, tmp_path):
-    _require(shutil.which("blender") is not None, "blender")
+    require(shutil.which("blender") is not None, "blender")
     out, counts, lo, hi = exported
     report = tmp_path / "report.json"
     blender = shutil.which("blender")

@@ -24,7 +24,7 @@ from dreamfusion.export.pipeline import ExportSettings, export_field
 from dreamfusion.gaussians.model import SH_C0, STATISTICS, Gaussians, inverse_sigmoid
 from dreamfusion.gaussians.ply import write_ply
 
-from browser import browser_missing, chromium
+from browser import browser_missing, chromium, require
 from fields import BoxField
 
 TOOLS = Path(__file__).parent / "tools"
@@ -34,20 +34,13 @@ SIZE, FOV, DISTANCE = 256, 40.0, 2.5
 HALF, CENTRE = (0.2, 0.35, 0.5), (0.0, 0.0, 0.1)       # BoxField's
 
 
-def _require(ok: bool, what: str) -> None:
-    if not ok:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{what} is missing in CI: .ci/run should have installed it")
-        pytest.skip(f"{what} is not installed")
-
-
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     """A local web server holding the viewer page, the npm packages and the models."""
     missing = browser_missing()
-    _require(missing is None, missing or "")
+    require(missing is None, missing or "")
     for package in ("three", "@sparkjsdev/spark"):
-        _require((MODULES / package / "package.json").exists(), f"npm {package}")
+        require((MODULES / package / "package.json").exists(), f"npm {package}")
     root = tmp_path_factory.mktemp("site")
     (root / "node_modules").symlink_to(MODULES.resolve())
     for name in ("viewer.html", "viewer.js"):
