@@ -1,4 +1,4 @@
-"""``dreamfusion run "<prompt>" [key.sub=value ...]``, ``export``, ``batch``, ``app`` and
+"""``dreamfusion run "<prompt>" [key.sub=value ...]``, ``export``, ``refine``, ``batch``, ``app`` and
 ``bench ...``; each bench and ``batch``/``app`` parse their own arguments."""
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import Sequence
 
 from . import app
-from .bench import batch, executors, gpu, remedies, rprecision, sds_step, speed, toy
+from .bench import batch, executors, gpu, refine, remedies, rprecision, sds_step, speed, toy
 from .config import DEFAULT_CONFIG, load_config, to_yaml
 from .errors import Interrupted, TrainingFailed, UserError, error_line
 
 
 #: each bench's module owns its parser (``add_parser``) and its command (``main``); none
 #: imports torch before its ``main`` runs. In this order in ``dreamfusion bench --help``.
-BENCHES = {"toy": toy, "remedies": remedies, "executors": executors, "speed": speed,
+BENCHES = {"toy": toy, "refine": refine, "remedies": remedies, "executors": executors, "speed": speed,
            "rprecision": rprecision, "sds-step": sds_step, "gpu": gpu}
 
 
@@ -48,6 +48,12 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--threshold", help="auto or a density value")
     export.add_argument("--texture-size", type=int, help="texture side in texels; 0: vertex colours")
     export.add_argument("--decimate", type=int, help="at most this many faces; 0: all")
+    stage = sub.add_parser("refine", help="the mesh stage: refine a NeRF or Gaussian run's "
+                                           "surface and texture as a mesh (DMTet)")
+    stage.add_argument("run_dir", help="a first stage's run folder (finished or stopped)")
+    stage.add_argument("overrides", nargs="*", metavar="key.sub=value",
+                        help="config overrides, e.g. refine.steps=300 refine.tet_resolution=48")
+    stage.add_argument("--quiet", action="store_true", help="no progress bar")
     batch.add_parser(sub)
     app.add_parser(sub)
     bench = sub.add_parser("bench", help="benchmarks")
@@ -99,9 +105,28 @@ def _run(args: argparse.Namespace) -> int:
                   f"{os.path.join(run_root(cfg).absolute(), '')}", file=sys.stderr)
             return 0
         result = run(args.prompt, cfg, quiet=args.quiet)
+    _report(result)
+    if result.metrics.get("representation") != "mesh" and _config_of(result).refine.after:
+        from .pipeline.refine import refine_after
+
+        _report(refine_after(result, args.quiet))
+    return 0
+
+
+def _config_of(result) -> object:
+    return load_config(str(result.run_dir / "config.yaml"))
+
+
+def _report(result) -> None:
     print(f"wrote {result.run_dir} in {result.seconds:.0f} s: {', '.join(result.files)}")
     if result.report:
         print(result.report)
+
+
+def _refine(args: argparse.Namespace) -> int:
+    from .pipeline.refine import refine
+
+    _report(refine(Path(args.run_dir), args.overrides, args.quiet))
     return 0
 
 
@@ -132,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if unknown:
             raise UserError(f"unrecognized arguments: {' '.join(unknown)}")
         args.overrides = [*getattr(args, "overrides", []), *extra]
-        commands = {"run": _run, "export": _export, "bench": _bench, "batch": batch.main,
+        commands = {"run": _run, "export": _export, "refine": _refine, "bench": _bench, "batch": batch.main,
                     "app": app.main}
         return commands[args.command](args)
     except UserError as exc:

@@ -144,6 +144,13 @@ def test_bench_speed_measures_each_backend_against_the_reference(fast_overrides,
     assert splats[1]["pairs"] > splats[0]["pairs"] > 10_000
     assert [r["pairs"] for r in splats[2:]] == [r["pairs"] for r in splats[:2]]
     assert "| torch | 50,000 |" in table
+    meshes = data["mesh_rows"]
+    from dreamfusion.bench.mesh_speed import mesh_backends
+
+    assert [(r["backend"], r["mesh"], r["size"]) for r in meshes] == [
+        (k, m, s) for k in mesh_backends() for m in ("10k", "100k") for s in (64, 256)]
+    assert all(r["renders_per_second"] > 0 and r["train_renders_per_second"] > 0 for r in meshes)
+    assert 8_000 < meshes[0]["faces"] < 20_000 and 80_000 < meshes[2]["faces"] < 200_000
 
 
 @pytest.mark.slow

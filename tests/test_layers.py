@@ -7,7 +7,7 @@ import dreamfusion
 ROOT = Path(dreamfusion.__file__).parent
 # higher imports lower; equal ranks do not import each other
 RANKS = {"__main__": 11, "cli": 10, "app": 9, "bench": 8, "pipeline": 7, "config": 6,
-         "guidance": 5, "gaussians": 5, "nerf": 4, "export": 3, "utils": 2, "rendering": 2,
+         "guidance": 5, "gaussians": 5, "mesh": 5, "nerf": 4, "export": 3, "utils": 2, "rendering": 2,
          "choices": 1, "errors": 1, "kernels": 1, "__init__": 0}
 
 

@@ -83,7 +83,7 @@ def test_a_peer_representation_and_loss_train_resume_and_export_through_the_cli(
 
 
 def test_unknown_names_are_refused_never_read_as_a_default():
-    with pytest.raises(UserError, match="representation: must be one of nerf, gaussians, flat,"):
+    with pytest.raises(UserError, match="representation: must be one of nerf, gaussians, mesh, flat,"):
         load_config("toy", ["representation=flatt"])
     with pytest.raises(UserError, match="guidance.loss: must be one of sds, recon, sds_baseline,"):
         load_config("toy", ["guidance.loss=vsd"])

@@ -34,6 +34,7 @@ from ..pipeline.run import run
 from ..pipeline.train import Trainer
 from ..utils.atomic import write_text
 from .measure import best_seconds, peak_memory_gb, synchronize
+from .mesh_speed import measure_mesh, mesh_backends, mesh_table
 from .splat_speed import measure_splats, splat_backends, splat_table
 from .tables import markdown_table
 from .toy import machine
@@ -212,13 +213,21 @@ def run_speed_bench(cfg: DictConfig, device_name: str, points: int, repeats: int
         print(f"measuring the {backend} Gaussian rasteriser ...", flush=True)
         splats += [{"machine": machine(), **r} for r in
                    _in_fresh_process(measure_splats, backend, device.type, repeats)]
+    meshes = []
+    for backend in mesh_backends() if device.type == "cpu" else ["torch"]:
+        print(f"measuring the {backend} mesh rasteriser ...", flush=True)
+        meshes += [{"machine": machine(), **r} for r in
+                   _in_fresh_process(measure_mesh, backend, device.type, repeats)]
     sd = None
     if sd_steps:
         print("measuring the SD-sized SDS step ...", flush=True)
         sd = _in_fresh_process(measure_sd_step, device_name, sd_steps)
     table = _tables(rows, sd) + "\n\n3D Gaussians, 64x64 lambertian renders of a ball of " \
         "Gaussians (opacity 0.5, scales of their neighbours' spacing) from one camera; " \
-        "ratios to the PyTorch rasteriser:\n\n" + splat_table(splats)
+        "ratios to the PyTorch rasteriser:\n\n" + splat_table(splats) \
+        + "\n\nThe mesh rasteriser (the refine stage's), a closed bumpy ball from one camera: " \
+        "rasterise, interpolate vertex colours and antialias, and for 'train' the backward to " \
+        "the vertices; ratios to the PyTorch visibility:\n\n" + mesh_table(meshes)
     text = (f"# Speed\n\nCommand: `{command}`\n\n"
             f"Hash grid: 16 levels x 2 features x 2^19 rows, base 16, on {points} uniform random "
             "points in the unit cube; forward+backward is the table gradient from a random output "
@@ -238,6 +247,7 @@ def run_speed_bench(cfg: DictConfig, device_name: str, points: int, repeats: int
     write_text(Path(results) / f"speed_{suffix}.md", text)
     write_json(Path(results) / f"speed_{suffix}.json",
                {"command": command, "machine": machine(), "grid": GRID, "points": points,
-                "config": config, "rows": rows, "gaussian_rows": splats, "sd_step": sd})
+                "config": config, "rows": rows, "gaussian_rows": splats, "mesh_rows": meshes,
+                "sd_step": sd})
     print(table)
     return rows

@@ -68,6 +68,16 @@ RANGES: dict[str, Range] = {
     "gaussians.lr.scale": _positive(1e30),
     "gaussians.lr.rotation": _positive(1e30), "gaussians.lr.opacity": _positive(1e30),
     "gaussians.lr.colour": _positive(1e30), "gaussians.lr.background": _positive(1e30),
+    "refine.steps": _STEP, "refine.render_size": Range(16, 2048),
+    "refine.tet_resolution": Range(4, 256), "refine.t_max": _positive(1),
+    "refine.colour_hidden": Range(1, 1024), "refine.colour_fit_steps": Range(0, 100_000),
+    "refine.colour_grid.n_levels": Range(1, 32), "refine.colour_grid.features": Range(1, 16),
+    "refine.colour_grid.table_size_log2": Range(10, 24),
+    "refine.colour_grid.base_resolution": Range(2, 4096), "refine.colour_grid.growth": Range(1, 4),
+    "refine.colour_grid.start_levels": Range(0, 32), "refine.colour_grid.start_step": _STEP0,
+    "refine.colour_grid.level_every": _STEP,
+    "refine.lr.sdf": _positive(1e30), "refine.lr.deform": _positive(1e30),
+    "refine.lr.colour": _positive(1e30), "refine.lr.background": _positive(1e30),
     "marcher.step_size": Range(1e-4, 10), "marcher.grid_resolution": Range(1, 512),
     "marcher.update_every": _STEP, "marcher.warmup_steps": _STEP0,
     "marcher.ema_decay": _positive(1), "marcher.threshold": _UNIT,
@@ -135,6 +145,31 @@ def gaussian_needs(cfg: DictConfig) -> dict[str, int]:
         "one training step's pairs": pixels * 16 * 24,
         "validation and turntable renders": render_pixels * 16 * 8,
         "export density grid": 3 * cfg.export.resolution ** 3 if cfg.export.enabled else 0,
+    }
+    return {what: 4 * count for what, count in floats.items()}
+
+
+def mesh_needs(cfg: DictConfig) -> dict[str, int]:
+    """Bytes by part for the mesh stage: the tetrahedral grid (``6 n^3`` tetrahedra of four
+    int64 indices, ``(n+1)^3`` vertices with SDF, offsets, gradients and Adam state), the
+    colour field with its state, marching's per-tetrahedron temporaries (about 40 floats
+    each), one training step's pixels (about 64 floats each kept for backward, antialiasing
+    included), the renders, and the first stage's surface samples."""
+    r = cfg.refine
+    n = r.tet_resolution
+    g = r.colour_grid
+    rows = sum(min((math.ceil(g.base_resolution * g.growth ** level - 1.0) + 1) ** 3,
+                   1 << g.table_size_log2) for level in range(g.n_levels))
+    pixels = cfg.batch_size * cfg.camera.views_per_sample * cfg.height * cfg.width
+    o = cfg.output
+    render_pixels = max(4 * o.val_size ** 2, o.turntable_frames * o.turntable_size ** 2)
+    floats = {
+        "tetrahedral grid with gradients and Adam state": 6 * n ** 3 * 8 + (n + 1) ** 3 * 20,
+        "colour field with gradients and Adam state": 4 * rows * g.features,
+        "marching tetrahedra": 6 * n ** 3 * 40,
+        "one training step's pixels": pixels * 64,
+        "validation and turntable renders": render_pixels * 32,
+        "first stage's surface samples": 200_000 * 8,
     }
     return {what: 4 * count for what, count in floats.items()}
 

@@ -83,6 +83,43 @@ class GaussianConfig:
 
 
 @dataclass
+class MeshLRConfig:
+    """Adam's rates for the mesh stage's parameters."""
+    sdf: float = 0.002                    # the grid's SDF values (world units)
+    deform: float = 0.005                 # the offsets' pre-tanh values
+    colour: float = 0.01                  # the colour field's hash grid and MLP
+    background: float = 0.001             # the learned background, where there is one
+
+
+def _colour_grid() -> "HashGridConfig":
+    return HashGridConfig(n_levels=8, table_size_log2=16, base_resolution=16, growth=1.5)
+
+
+@dataclass
+class RefineConfig:
+    """The mesh stage (Magic3D's second stage, ``dreamfusion refine RUN_DIR``): a DMTet
+    surface initialised from a first stage's density, rasterised and refined by the same
+    prior. The schema's values are Magic3D's and threestudio's ``magic3d-refine-sd``; a
+    refine run's ``steps``, ``height``/``width``, ``guidance.t_max`` and mesh regularizer
+    weights come from here (``pipeline.refine.STAGE_KEYS``)."""
+    source: str = ""                      # the first stage's run folder (set by refine)
+    after: bool = False                   # `dreamfusion run` refines its own result after
+    steps: int = 5000
+    render_size: int = 512
+    tet_resolution: int = 128             # cells along each side of the box
+    t_max: float = 0.5                    # the largest noise level of the stage's steps
+    normal_consistency: Any = 10000.0     # 1 - cos between neighbouring faces' normals
+    laplacian: Any = 0.0                  # uniform Laplacian of the vertices, in cells^2
+    offset_decay: Any = 0.0               # mean squared grid offset, in cells^2
+    backend: str = "auto"                 # mesh rasteriser: auto (the CPU kernel where it
+                                          # builds, else PyTorch) | cpp | torch
+    colour_grid: "HashGridConfig" = field(default_factory=_colour_grid)
+    colour_hidden: int = 32
+    colour_fit_steps: int = 300           # fitting the colour field to the first stage's
+    lr: MeshLRConfig = field(default_factory=MeshLRConfig)
+
+
+@dataclass
 class MarcherConfig:
     step_size: float = 0.0135             # 2 * sqrt(3) / 256: 256 steps across the box diagonal
     grid_resolution: int = 64
@@ -200,6 +237,10 @@ class RegularizerConfig:
     orientation: Any = 0.0                # Ref-NeRF's: sum_i w_i max(0, n_i . d)^2 per ray
     sparsity: Any = 0.0                   # mean sqrt(opacity^2 + 0.01) (threestudio)
     entropy: Any = 0.0                    # mean binary entropy of opacity (stable-dreamfusion)
+    # the mesh stage's (representation=mesh; a refine run sets them from refine.*)
+    normal_consistency: Any = 0.0         # mean 1 - cos(n_f, n_g) over faces f, g sharing an edge
+    laplacian: Any = 0.0                  # mean |v - mean of v's neighbours|^2, in grid cells^2
+    offset_decay: Any = 0.0               # mean |grid offset|^2, in grid cells^2
 
 
 @dataclass
@@ -261,10 +302,11 @@ class RunConfig:
     width: int = 64
     batch_size: int = 1
     device: str = "cpu"                   # cpu | cuda | auto
-    representation: str = "nerf"          # nerf | gaussians
+    representation: str = "nerf"          # nerf | gaussians | mesh
     nerf: NeRFConfig = field(default_factory=NeRFConfig)
     marcher: MarcherConfig = field(default_factory=MarcherConfig)
     gaussians: GaussianConfig = field(default_factory=GaussianConfig)
+    refine: RefineConfig = field(default_factory=RefineConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)
     shading: ShadingConfig = field(default_factory=ShadingConfig)
     background: BackgroundConfig = field(default_factory=BackgroundConfig)

@@ -144,6 +144,8 @@ def _choices(cfg: DictConfig) -> None:
                          ("nerf.normals", NORMALS), ("guidance.prior", tuple(registry.PRIORS)),
                          ("representation", tuple(registry.REPRESENTATIONS)),
                          ("gaussians.backend", SPLAT_BACKENDS),
+                         ("refine.backend", ("auto", "cpp", "torch")),
+                         ("refine.colour_grid.backend", BACKENDS),
                          ("gaussians.rasterize_mode", RASTERIZE_MODES),
                          ("guidance.weighting", WEIGHTINGS), ("guidance.schedule", SCHEDULES),
                          ("guidance.loss", tuple(registry.LOSSES)),
@@ -189,8 +191,11 @@ def _validate_geometry(cfg: DictConfig) -> None:
 
 
 def _validate_regularizers(cfg: DictConfig) -> None:
-    for name, value in cfg.regularizers.items():
-        key = f"regularizers.{name}"
+    weights = [(f"regularizers.{name}", value) for name, value in cfg.regularizers.items()]
+    # the mesh stage's weights, which a refine run copies into its regularizers
+    weights += [(f"refine.{name}", cfg.refine[name])
+                for name in ("normal_consistency", "laplacian", "offset_decay")]
+    for key, value in weights:
         form = "a weight or [start_step, start_value, end_value, end_step]"
         if isinstance(value, ListConfig):
             v = list(value)

@@ -11,7 +11,8 @@ import torch
 
 from ..rendering.rendered import Rendered
 
-REGULARIZERS = ("orientation", "sparsity", "entropy")
+REGULARIZERS = ("orientation", "sparsity", "entropy", "normal_consistency", "laplacian",
+                "offset_decay")
 
 
 def weight_at(schedule: Any, step: int) -> float:
@@ -46,11 +47,24 @@ def orientation(out: Rendered) -> torch.Tensor:
     return out.orientation
 
 
+def _own(name: str) -> Callable[[Rendered], torch.Tensor]:
+    """A term the representation computes from its own geometry (``Rendered.terms``): the
+    mesh's normal consistency, Laplacian smoothness and offset decay."""
+    def term(out: Rendered) -> torch.Tensor:
+        if name not in out.terms:
+            raise ValueError(f"the {name} term needs a representation that computes it (mesh)")
+        return out.terms[name]
+    term.__name__ = name
+    return term
+
+
 TERMS: dict[str, Callable[[Rendered], torch.Tensor]] = {
-    "orientation": orientation, "sparsity": sparsity, "entropy": entropy}
+    "orientation": orientation, "sparsity": sparsity, "entropy": entropy,
+    **{name: _own(name) for name in ("normal_consistency", "laplacian", "offset_decay")}}
 
 
 def active_weights(regularizers: Any, step: int) -> dict[str, float]:
-    """The terms with a weight above zero at ``step``, and their weights."""
-    weights = {name: weight_at(regularizers[name], step) for name in REGULARIZERS}
+    """The terms with a weight above zero at ``step``, and their weights (a term that
+    ``regularizers`` does not name is off)."""
+    weights = {name: weight_at(regularizers.get(name, 0.0), step) for name in REGULARIZERS}
     return {name: w for name, w in weights.items() if w > 0.0}

@@ -52,6 +52,23 @@ class Cameras:
         c2w[:, 3, 3] = 1.0
         return c2w
 
+    def world_to_clip(self, near: float = 0.05, far: float = 50.0) -> torch.Tensor:
+        """(B, 4, 4) matrices from world points to OpenGL clip space for ``rays``' pixels:
+        ``x_c = right . d / h``, ``y_c = up . d / h``, ``w_c = forward . d`` with
+        ``d = p - position`` and ``h = tan(fov / 2)`` (square pixels, as ``rays`` takes them),
+        and ``z_c / w_c`` rising from -1 at ``near`` to 1 at ``far``. NDC x is -1 at the left
+        edge and y 1 at the top edge of the image (row 0)."""
+        forward, right, up = self.basis()
+        half = torch.tan(torch.deg2rad(self.fov) / 2).unsqueeze(-1)
+        rows = torch.stack([right / half, up / half,
+                            forward * ((far + near) / (far - near)), forward], dim=1)
+        pos = self.positions
+        shift = -(rows * pos.unsqueeze(1)).sum(-1)          # (B, 4): the translation column
+        shift[:, 2] -= 2.0 * far * near / (far - near)
+        m = torch.zeros(len(self), 4, 4, dtype=pos.dtype, device=pos.device)
+        m[:, :, :3], m[:, :, 3] = rows, shift
+        return m
+
     def rays(self, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Ray origins and unit directions, (B, H, W, 3) each, through pixel centres."""
         forward, right, up = self.basis()

@@ -1,0 +1,156 @@
+"""The mesh stage as a scene representation (``pipeline.representation``): every step
+marches the SDF grid to a mesh, rasterises it (``rendering.mesh_raster``), colours the
+visible surface from the colour field, shades, composites over the background and
+antialiases, so that the SDS gradient reaches the SDF values and offsets through the
+silhouettes and the surface points. The registry's ``mesh`` entry builds it
+(``pipeline.refine.build_mesh_scene``, which initialises it from a first stage)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+from ..export.mesh import Mesh, NoSurface, extract_mesh, keep_large_components, surface_samples
+from ..export.pipeline import ExportSettings
+from ..export.texture import bake_albedo, unwrap
+from ..rendering import mesh_raster as mr
+from ..rendering.cameras import Cameras
+from ..rendering.fields import Field
+from ..rendering.rendered import Rendered
+from ..rendering.shading import Background, shade
+from .geometry import MeshGeometry, fit_colour, signed_distances, surface_terms, vertex_normals
+
+
+@dataclass
+class MeshScene:
+    field: MeshGeometry
+    background: Background
+    rates: dict[str, float]             # refine.lr
+    backend_name: str                   # the rasteriser's visibility backend: cpp | torch
+    backend_line: str
+    ambient: float                      # shading.ambient and .diffuse
+    diffuse: float
+
+    @property
+    def surface_level(self) -> float:
+        return self.field.surface_level
+
+    def backend(self) -> tuple[str, str]:
+        return self.backend_name, self.backend_line
+
+    def checkpoint_modules(self) -> dict[str, torch.nn.Module]:
+        return {"mesh": self.field, "background": self.background}
+
+    def param_groups(self) -> list[dict]:
+        f, r = self.field, self.rates
+        groups = [{"params": [f.sdf], "lr": r["sdf"]}, {"params": [f.deform], "lr": r["deform"]},
+                  {"params": list(f.encoding.parameters()) + list(f.colour.parameters()),
+                   "lr": r["colour"]}]
+        background = list(self.background.parameters())
+        if background:
+            groups.append({"params": background, "lr": r["background"]})
+        return groups
+
+    def named_trainables(self) -> list[tuple[str, torch.nn.Parameter]]:
+        named = [(f"mesh.{n}", p) for n, p in self.field.named_parameters()]
+        return named + [(f"background.{n}", p) for n, p in self.background.named_parameters()]
+
+    def before_step(self, step: int) -> None:
+        """Nothing: the mesh is marched afresh in every render."""
+
+    def after_step(self, step: int, optimizer: torch.optim.Optimizer) -> None:
+        """Nothing: no density control or grid refresh."""
+
+    def set_step(self, step: int) -> None:
+        self.field.encoding.set_step(step)
+
+    def density(self, points: torch.Tensor) -> torch.Tensor:
+        return self.field.density(points)
+
+    def write_native(self, out_dir: Path) -> list[Path]:
+        return []
+
+    def render(self, cameras: Cameras, height: int, width: int, mode: str = "albedo",
+               light_dirs: torch.Tensor | None = None, with_normals: bool = False) -> Rendered:
+        """``with_normals`` changes nothing: shading takes the mesh's own normals, and the
+        orientation term is the NeRF's. With gradients on, ``Rendered.terms`` holds the
+        mesh regularizers."""
+        device = self.field.sdf.device
+        vertices, faces = self.field.surface()
+        _, dirs = cameras.rays(height, width)
+        background = self.background(dirs.to(device))
+        if len(faces) == 0:         # nothing solid: the background alone, and no gradient
+            zeros = background.new_zeros(background.shape[:-1])
+            return Rendered(background, zeros, zeros, 0)
+        homogeneous = torch.cat([vertices, vertices.new_ones(len(vertices), 1)], dim=-1)
+        clip = torch.einsum("bij,vj->bvi", cameras.world_to_clip().to(device), homogeneous)
+        rast = mr.rasterize(clip, faces, (height, width), self.backend_name)
+        hit = rast[..., 3] > 0
+        points = mr.interpolate(vertices, rast, faces)[hit]
+        normals = mr.interpolate(vertex_normals(vertices, faces), rast, faces)[hit]
+        normals = torch.nn.functional.normalize(normals, dim=-1, eps=1e-12)
+        lights = None
+        if light_dirs is not None:
+            b = torch.nonzero(hit, as_tuple=True)[0]
+            lights = light_dirs.to(device)[b]
+        colour = shade(self.field.albedo(points), normals, lights, mode, self.ambient,
+                       self.diffuse)
+        rgb = background.index_put(torch.nonzero(hit, as_tuple=True), colour)
+        neighbours = mr.edge_neighbours(faces)
+        mask = hit.to(rgb.dtype).unsqueeze(-1)
+        both = mr.antialias(torch.cat([rgb, mask], dim=-1), rast, clip, faces, neighbours)
+        distance = (points - cameras.positions.to(device)[torch.nonzero(hit)[:, 0]]).norm(dim=-1)
+        depth = rgb.new_zeros(hit.shape).index_put(torch.nonzero(hit, as_tuple=True), distance)
+        terms = (surface_terms(self.field, vertices, faces, neighbours)
+                 if torch.is_grad_enabled() else {})
+        return Rendered(both[..., :3], both[..., 3], depth, int(hit.sum()), None, terms)
+
+    @torch.no_grad()
+    def export_mesh(self, settings: ExportSettings) -> Mesh:
+        """The marched mesh itself (welded: one vertex per grid edge), its small pieces
+        dropped, with UVs and a texture baked from the trained colour field (or vertex
+        colours where ``texture_size`` is 0). ``settings.resolution`` and ``threshold``, the
+        volume's marching-cubes settings, do not apply; nor does decimation, which would
+        undo the refined surface."""
+        vertices, faces = self.field.surface()
+        if len(faces) == 0:
+            raise NoSurface("the mesh stage's SDF has no zero crossing: nothing is solid")
+        v = vertices.float().cpu()
+        colours = torch.cat([self.field.albedo(c) for c in v.to(vertices.device).split(65536)])
+        mesh = Mesh(v.numpy(), faces.cpu().numpy().astype(np.int64),
+                    colours.cpu().numpy().astype(np.float32))
+        mesh = keep_large_components(mesh, settings.keep_fraction)
+        if settings.texture_size:
+            mesh = unwrap(mesh)
+            mesh.texture = bake_albedo(self.field, mesh, settings.texture_size)
+        return mesh
+
+
+def initialise(geometry: MeshGeometry, source: Field, level: float, fit_steps: int, lr: float,
+               seed: int, resolution: int = 128) -> float:
+    """Set the SDF grid from a first stage's surface (marching cubes of its density at
+    ``level``, sampled: SDF = distance to it, negative where the density exceeds ``level``)
+    and fit the colour field to its albedo near that surface; returns the fit's error.
+    Raises ``UserError`` where the first stage has no surface."""
+    try:
+        first = extract_mesh(source, resolution, level)
+    except NoSurface as exc:
+        raise UserError(f"the first stage has no surface to refine ({exc}); train it longer "
+                        f"or refine another run") from None
+    samples = surface_samples(first, 200_000, seed=seed).astype(np.float32)
+    device = geometry.sdf.device
+    with torch.no_grad():
+        lattice = geometry.lattice
+        inside = torch.cat([source.density(c) for c in lattice.split(65536)]) > level
+        sdf = signed_distances(lattice.cpu().numpy(), samples, inside.cpu().numpy())
+        geometry.sdf.copy_(torch.from_numpy(sdf).to(device))
+        geometry.deform.zero_()
+        g = torch.Generator().manual_seed(seed)
+        near = torch.from_numpy(samples).to(device)
+        near = near + 0.5 * geometry.cell * torch.randn(near.shape, generator=g).to(device)
+        near = near.clamp(-geometry.bound, geometry.bound)
+        targets = torch.cat([source.albedo(c) for c in near.split(65536)])
+    return fit_colour(geometry, near, targets, fit_steps, lr, g)

@@ -1,0 +1,273 @@
+"""A differentiable triangle rasteriser with nvdiffrast's split of work: ``rasterize`` ->
+``interpolate`` -> ``texture`` -> ``antialias``.
+
+Conventions (nvdiffrast's, with one explicit difference):
+
+- ``clip`` (B, V, 4) holds OpenGL clip-space vertices; ``faces`` (F, 3) int vertex indices.
+- Pixel ``(row i, column j)`` has its centre at NDC ``x = 2 (j + 0.5) / W - 1``,
+  ``y = 1 - 2 (i + 0.5) / H``: row 0 is the top of the image, as in every other render of
+  this package (``Cameras.rays``). nvdiffrast's row 0 is ``y = -1``, the bottom: its output
+  is ours flipped upside down.
+- ``rast`` (B, H, W, 4) is ``(u, v, z/w, triangle_id + 1)``, 0 in all four where no triangle
+  covers the pixel centre. ``u, v`` are perspective-correct barycentrics of the triangle's
+  vertices 0 and 1, so an attribute is ``u a0 + v a1 + (1 - u - v) a2``.
+- Both windings are drawn. Of the triangles covering a pixel centre (edge functions all of
+  the triangle's sign, edges included), the smallest ``z/w`` wins, then the smaller id.
+  Triangles with a vertex behind the near plane or beyond the far plane are dropped, not
+  clipped: the cameras of a run orbit outside the scene's box.
+
+Visibility (which triangle a pixel sees) is a discrete choice without a gradient; it comes
+from the compiled kernel (``extensions/meshraster``) or its PyTorch twin
+(``triangle_ids``), which agree exactly. ``u, v, z/w`` are then computed again by autograd
+for the chosen triangle, so they pass gradients to the clip positions as nvdiffrast's do;
+``antialias`` adds the gradients at silhouettes.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from .. import kernels
+
+Backend = Literal["auto", "cpp", "torch"]
+BACKENDS = ("auto", "cpp", "torch")
+_KERNEL = kernels.LazyKernel("meshraster_cpu", "meshraster/meshraster_cpu.cpp")
+
+
+def screen_vertices(clip: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(B, V, 4) clip positions -> (B, V, 4) ``(x, y, z/w, valid)`` in pixel units: x the
+    column, y the row (pixel centres at integers), ``valid`` 1 where ``w > 0`` and
+    ``-1 <= z/w <= 1``."""
+    w = clip[..., 3]
+    safe = torch.where(w > 0, w, torch.ones_like(w))
+    x = (clip[..., 0] / safe + 1.0) * (width * 0.5) - 0.5
+    y = (1.0 - clip[..., 1] / safe) * (height * 0.5) - 0.5
+    z = clip[..., 2] / safe
+    valid = (w > 0) & (z >= -1.0) & (z <= 1.0)
+    return torch.stack([x, y, z, valid.to(x.dtype)], dim=-1)
+
+
+def _edges(tri: torch.Tensor, px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
+    """(..., 3) edge functions at pixel ``(px, py)`` of triangles ``tri`` (..., 3, 2+):
+    ``e_k`` is twice the signed area of (pixel, the edge opposite vertex k), so that
+    ``e_0 + e_1 + e_2`` is twice the triangle's signed area. The kernel evaluates the same
+    float32 expressions in the same order."""
+    x0, y0, x1, y1, x2, y2 = (tri[..., k, c] for k in range(3) for c in range(2))
+    e0 = (x2 - x1) * (py - y1) - (y2 - y1) * (px - x1)
+    e1 = (x0 - x2) * (py - y2) - (y0 - y2) * (px - x2)
+    e2 = (x1 - x0) * (py - y0) - (y1 - y0) * (px - x0)
+    return torch.stack([e0, e1, e2], dim=-1)
+
+
+def _area2(tri: torch.Tensor) -> torch.Tensor:
+    x0, y0, x1, y1, x2, y2 = (tri[..., k, c] for k in range(3) for c in range(2))
+    return (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
+
+
+def _candidates(tri: torch.Tensor, height: int, width: int
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every (face, pixel) pair of each usable face's pixel-centre bounding box: face
+    indices, columns and rows, as the kernel visits them."""
+    usable = (tri[..., 3].min(dim=-1).values > 0) & (_area2(tri) != 0)
+    lo = torch.ceil(tri[..., :2].amin(dim=-2)).clamp_min(0)
+    hi = torch.floor(tri[..., :2].amax(dim=-2))
+    hi = torch.minimum(hi, torch.tensor([width - 1.0, height - 1.0], device=tri.device))
+    size = (hi - lo + 1).clamp_min(0).long()
+    count = torch.where(usable, size[:, 0] * size[:, 1], torch.zeros_like(size[:, 0]))
+    face = torch.repeat_interleave(torch.arange(len(tri), device=tri.device), count)
+    start = torch.cumsum(count, 0) - count
+    local = torch.arange(int(count.sum()), device=tri.device) - start[face]
+    bw = size[face, 0]
+    cols = lo[face, 0].long() + local % bw
+    rows = lo[face, 1].long() + torch.div(local, bw, rounding_mode="floor")
+    return face, cols, rows
+
+
+@torch.no_grad()
+def triangle_ids(screen: torch.Tensor, faces: torch.Tensor, height: int, width: int
+                 ) -> torch.Tensor:
+    """(B, H, W) int64: ``triangle_id + 1`` of the triangle each pixel centre sees, 0 for
+    none; ``screen`` from ``screen_vertices``. The PyTorch twin of the kernel."""
+    out = torch.zeros(len(screen), height * width, dtype=torch.long, device=screen.device)
+    for b in range(len(screen)):
+        tri = screen[b][faces]                                  # (F, 3, 4)
+        face, cols, rows = _candidates(tri, height, width)
+        t = tri[face]
+        e = _edges(t, cols.to(t.dtype), rows.to(t.dtype))
+        area = _area2(t)
+        inside = ((e * torch.sign(area).unsqueeze(-1)) >= 0).all(dim=-1)
+        face, pix, t, e, area = (v[inside] for v in (face, rows * width + cols, t, e, area))
+        b0, b1, b2 = (e[:, k] / area for k in range(3))
+        z = b0 * t[:, 0, 2] + b1 * t[:, 1, 2] + b2 * t[:, 2, 2]
+        nearest = torch.full((height * width,), float("inf"), device=z.device, dtype=z.dtype)
+        nearest.scatter_reduce_(0, pix, z, "amin")
+        front = z == nearest[pix]
+        best = torch.full((height * width,), len(faces), device=z.device, dtype=torch.long)
+        best.scatter_reduce_(0, pix[front], face[front], "amin")
+        out[b] = torch.where(best < len(faces), best + 1, torch.zeros_like(best))
+    return out.view(len(screen), height, width)
+
+
+def kernel_ids(screen: torch.Tensor, faces: torch.Tensor, height: int, width: int
+               ) -> torch.Tensor:
+    """``triangle_ids`` by the compiled kernel (CPU, float32)."""
+    ids = _KERNEL.load().triangle_ids(screen.detach().float().contiguous(),
+                                      faces.to(torch.int32).contiguous(), height, width)
+    return ids.long()
+
+
+def resolve_backend(backend: Backend, device: torch.device) -> tuple[str, str]:
+    """The visibility backend ``backend`` means on ``device``, and one line saying why."""
+    if backend not in BACKENDS:
+        raise ValueError(f"mesh rasteriser backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "torch" or (backend == "auto" and device.type != "cpu"):
+        return "torch", "mesh rasteriser: the PyTorch reference"
+    if _KERNEL.load() is not None:
+        return "cpp", "mesh rasteriser: the compiled CPU kernel (extensions/meshraster)"
+    if backend == "cpp":
+        raise RuntimeError(f"the mesh rasteriser kernel does not build: {_KERNEL.reason()}")
+    return "torch", f"mesh rasteriser: the PyTorch reference (kernel: {_KERNEL.reason()})"
+
+
+def rasterize(clip: torch.Tensor, faces: torch.Tensor, resolution: tuple[int, int],
+              backend: str = "torch") -> torch.Tensor:
+    """(B, V, 4) clip positions, (F, 3) faces -> ``rast`` (B, H, W, 4), differentiable in
+    ``u, v, z/w`` with respect to ``clip`` (see the module's conventions). ``backend`` is a
+    resolved one (``resolve_backend``): ``cpp`` or ``torch``, which give the same ids."""
+    height, width = resolution
+    screen = screen_vertices(clip, height, width)
+    find = kernel_ids if backend == "cpp" else triangle_ids
+    ids = find(screen, faces, height, width)                    # (B, H, W)
+    hit = ids > 0
+    b, rows, cols = torch.nonzero(hit, as_tuple=True)
+    tri = screen[b.unsqueeze(-1), faces[ids[hit] - 1]]          # (N, 3, 4)
+    e = _edges(tri, cols.to(tri.dtype), rows.to(tri.dtype))
+    bary = e / e.sum(-1, keepdim=True)                           # screen-space, sums to 1
+    z = (bary * tri[..., 2]).sum(-1)
+    w = clip[b.unsqueeze(-1), faces[ids[hit] - 1], 3]
+    persp = bary / w
+    persp = persp / persp.sum(-1, keepdim=True)
+    rast = clip.new_zeros(ids.shape + (4,))
+    values = torch.stack([persp[:, 0], persp[:, 1], z, ids[hit].to(clip.dtype)], dim=-1)
+    return rast.index_put((b, rows, cols), values)
+
+
+def interpolate(attr: torch.Tensor, rast: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """Vertex attributes (V, C) or (B, V, C) at each pixel: ``u a0 + v a1 + (1-u-v) a2``
+    of the pixel's triangle, 0 where none -> (B, H, W, C)."""
+    b = rast.shape[0]
+    attr = attr.expand(b, *attr.shape[-2:]) if attr.dim() == 2 else attr
+    ids = rast[..., 3].long()
+    face = faces[(ids - 1).clamp_min(0)]                        # (B, H, W, 3)
+    batch = torch.arange(b, device=rast.device).view(b, 1, 1, 1)
+    corners = attr[batch, face]                                  # (B, H, W, 3, C)
+    u, v = rast[..., 0:1], rast[..., 1:2]
+    out = u * corners[..., 0, :] + v * corners[..., 1, :] + (1 - u - v) * corners[..., 2, :]
+    return out * (ids > 0).unsqueeze(-1).to(out.dtype)
+
+
+def texture(image: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
+    """Bilinear lookup of ``image`` (H_t, W_t, C), row 0 at ``v = 1`` (the glTF/OBJ image
+    convention of ``export.mesh.Mesh``), at ``uv`` (B, H, W, 2) in [0, 1] -> (B, H, W, C);
+    texels are centred and the border is clamped."""
+    grid = torch.stack([uv[..., 0] * 2 - 1, 1 - uv[..., 1] * 2], dim=-1)
+    img = image.permute(2, 0, 1).unsqueeze(0).expand(len(uv), -1, -1, -1)
+    out = F.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out.permute(0, 2, 3, 1)
+
+
+def edge_neighbours(faces: torch.Tensor) -> torch.Tensor:
+    """(F, 3) int64: for edge k of each face (the one opposite vertex k), the other face
+    sharing it, or -1 where no single other face does (a boundary or non-manifold edge,
+    which ``antialias`` always treats as a possible silhouette). nvdiffrast's topology
+    hash, as a sort."""
+    n_faces = len(faces)
+    a = faces[:, [1, 2, 0]]
+    b = faces[:, [2, 0, 1]]
+    key = (torch.minimum(a, b) * (int(faces.max()) + 1 if n_faces else 1)
+           + torch.maximum(a, b)).reshape(-1)
+    order = torch.argsort(key, stable=True)
+    sorted_key = key[order]
+    _, inverse, counts = torch.unique_consecutive(sorted_key, return_inverse=True,
+                                                  return_counts=True)
+    pair = counts[inverse] == 2
+    first = torch.ones_like(pair)
+    first[1:] = sorted_key[1:] != sorted_key[:-1]
+    partner = torch.full_like(order, -1)
+    take = pair & first                     # the first of each pair, and the one after it
+    idx = torch.nonzero(take).squeeze(-1)
+    partner[order[idx]] = order[idx + 1]
+    partner[order[idx + 1]] = order[idx]
+    out = torch.where(partner >= 0, torch.div(partner, 3, rounding_mode="floor"), partner)
+    return out.view(n_faces, 3)
+
+
+def _pairs(ids: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The neighbouring pixel pairs (right and down) that see different triangles, each as
+    (batch, occluding pixel's row and column, the other's row and column), the occluder
+    being the one that sees a triangle, or the nearer where both do."""
+    out = []
+    for dr, dc in ((0, 1), (1, 0)):
+        h, w = ids.shape[1] - dr, ids.shape[2] - dc
+        p_ids, q_ids = ids[:, :h, :w], ids[:, dr:, dc:]
+        differ = (p_ids != q_ids)
+        b, r, c = torch.nonzero(differ, as_tuple=True)
+        zp, zq = z[b, r, c], z[b, r + dr, c + dc]
+        ip, iq = p_ids[b, r, c], q_ids[b, r, c]
+        p_first = (iq == 0) | ((ip > 0) & (zp <= zq))
+        rows_a = torch.where(p_first, r, r + dr)
+        cols_a = torch.where(p_first, c, c + dc)
+        out.append((b, rows_a, cols_a, torch.where(p_first, r + dr, r),
+                    torch.where(p_first, c + dc, c)))
+    return tuple(torch.cat(parts) for parts in zip(*out))
+
+
+def antialias(color: torch.Tensor, rast: torch.Tensor, clip: torch.Tensor,
+              faces: torch.Tensor, neighbours: torch.Tensor | None = None) -> torch.Tensor:
+    """nvdiffrast's analytic antialiasing: (B, H, W, C) -> (B, H, W, C), differentiable in
+    ``color`` and, through where silhouette edges cross between pixel centres, in ``clip``.
+
+    For each pair of neighbouring pixels A, O that see different triangles, T the
+    occluding one's (at A), the first silhouette edge of T (an edge whose other face turns
+    the other way on screen, or has none: ``edge_neighbours``) that the segment from A's
+    centre to O's crosses, at ``t`` in [0, 1] (``e(A) / (e(A) - e(O))`` for its edge
+    function e), blends the colours by the covered share of the pixel nearer the edge:
+    ``t > 1/2``: ``c_O += (t - 1/2)(c_A - c_O)``; else ``c_A += (1/2 - t)(c_O - c_A)``.
+    Each pair's change is added, from the input colours."""
+    if neighbours is None:
+        neighbours = edge_neighbours(faces)
+    height, width = color.shape[1:3]
+    ids = rast[..., 3].detach().long()
+    b, ra, ca, ro, co = _pairs(ids, rast[..., 2].detach())
+    face = ids[b, ra, ca] - 1
+    screen = screen_vertices(clip, height, width)
+    tri = screen[b.unsqueeze(-1), faces[face]]                  # (N, 3, 4)
+    sign = torch.sign(_area2(tri)).unsqueeze(-1)
+    e_a = _edges(tri, ca.to(tri.dtype), ra.to(tri.dtype)) * sign
+    e_o = _edges(tri, co.to(tri.dtype), ro.to(tri.dtype)) * sign
+    t = e_a / (e_a - e_o).clamp_min(1e-12)
+    crosses = (e_o < 0) & (e_a >= 0) & _silhouette(screen, faces, neighbours, face, b)
+    t = torch.where(crosses, t, torch.full_like(t, 2.0)).min(dim=-1).values
+    keep = t <= 1.0
+    b, ra, ca, ro, co, t = (v[keep] for v in (b, ra, ca, ro, co, t))
+    c_a, c_o = color[b, ra, ca], color[b, ro, co]
+    t = t.unsqueeze(-1)
+    to_o = (t - 0.5).clamp_min(0.0) * (c_a - c_o)
+    to_a = (0.5 - t).clamp_min(0.0) * (c_o - c_a)
+    out = color.index_put((b, ro, co), to_o, accumulate=True)
+    return out.index_put((b, ra, ca), to_a, accumulate=True)
+
+
+def _silhouette(screen: torch.Tensor, faces: torch.Tensor, neighbours: torch.Tensor,
+                face: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(N, 3) bool: which edges of each pair's triangle may be a silhouette on screen: no
+    single neighbour, or a neighbour facing the other way (or not drawn)."""
+    with torch.no_grad():
+        facing = torch.sign(_area2(screen[b.unsqueeze(-1), faces[face]]))
+        other = neighbours[face]                                 # (N, 3)
+        tri_o = screen[b.view(-1, 1, 1), faces[other.clamp_min(0)]]   # (N, 3, 3, 4)
+        other_facing = torch.sign(_area2(tri_o))
+        drawn = tri_o[..., 3].min(dim=-1).values > 0
+        return (other < 0) | ~drawn | (other_facing != facing.unsqueeze(-1))
