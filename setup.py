@@ -14,7 +14,8 @@ setup(
     # as dreamfusion.configs and dreamfusion.extensions
     package_dir={"dreamfusion.configs": "configs", "dreamfusion.extensions": "extensions"},
     package_data={"dreamfusion.configs": ["*.yaml"], "dreamfusion.bench": ["data/*"],
-                  "dreamfusion.extensions": ["*.md", "hashgrid/*.cpp", "splat/*.cpp", "meshraster/*.cpp"]},
+                  "dreamfusion.extensions": ["*.md", "hashgrid/*.cpp", "splat/*.cpp",
+                                             "meshraster/*.cpp"]},
     install_requires=[
         "torch>=2.1",
         "numpy>=1.24",
