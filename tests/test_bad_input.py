@@ -109,7 +109,7 @@ CASES = [
      ["run", "a red cube", "device=tpu"], "device"),
     # 3D Gaussians
     (["run", "a red cube", "representation=splats"],
-     "config representation: must be one of nerf, gaussians, got 'splats'"),
+     "config representation: must be one of nerf, gaussians, mesh, got 'splats'"),
     (["run", "a red cube", "representation=gaussians", "gaussians.count=0"],
      "config gaussians.count: must be in [1, 10000000], got 0"),
     (["run", "a red cube", "--config", "toy-gaussians", "gaussians.count=-5"],
