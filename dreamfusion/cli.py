@@ -106,15 +106,13 @@ def _run(args: argparse.Namespace) -> int:
             return 0
         result = run(args.prompt, cfg, quiet=args.quiet)
     _report(result)
-    if result.metrics.get("representation") != "mesh" and _config_of(result).refine.after:
-        from .pipeline.refine import refine_after
+    # refine.after: the stage after the first, in the same command (a refine run's own
+    # config always says false)
+    if load_config(str(result.run_dir / "config.yaml")).refine.after:
+        from .pipeline.refine import refine
 
-        _report(refine_after(result, args.quiet))
+        _report(refine(result.run_dir, (), args.quiet))
     return 0
-
-
-def _config_of(result) -> object:
-    return load_config(str(result.run_dir / "config.yaml"))
 
 
 def _report(result) -> None:

@@ -9,8 +9,7 @@ from dreamfusion.rendering.cameras import Cameras, orbit
 
 
 def _clip(cams: Cameras, vertices: torch.Tensor) -> torch.Tensor:
-    homogeneous = torch.cat([vertices, torch.ones(len(vertices), 1, dtype=vertices.dtype)], -1)
-    return torch.einsum("bij,vj->bvi", cams.world_to_clip().to(vertices.dtype), homogeneous)
+    return mr.project(vertices, cams.world_to_clip())
 
 
 def _soup(n_faces: int, seed: int, spread: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:

@@ -52,8 +52,7 @@ def _measure(backend: str, device: torch.device, vertices: torch.Tensor, faces: 
     v = vertices.clone().requires_grad_(True)
 
     def render() -> torch.Tensor:
-        homogeneous = torch.cat([v, v.new_ones(len(v), 1)], dim=-1)
-        clip = torch.einsum("bij,vj->bvi", matrix, homogeneous)
+        clip = mr.project(v, matrix)
         rast = mr.rasterize(clip, faces, (size, size), backend)
         return mr.antialias(mr.interpolate(colours, rast, faces), rast, clip, faces, neighbours)
 

@@ -78,17 +78,17 @@ class PriorSpec:
 
 
 _LIMITS = "dreamfusion.config.limits"
-# the terms only a mesh feeds (pipeline.regularizers)
-_MESH_TERMS = ("normal_consistency", "laplacian", "offset_decay")
+# the regularizers only a mesh feeds (pipeline.regularizers), whose weights refine.* sets
+MESH_TERMS = ("normal_consistency", "laplacian", "offset_decay")
 _BUILTIN_REPRESENTATIONS = (
     RepresentationSpec("nerf", "dreamfusion.nerf.scene:build_nerf_scene", f"{_LIMITS}:nerf_needs",
                        ("field", "grid", "background"), "nerf",
                        "nerf.grid.table_size_log2, nerf.hidden", "hashgrid_backend",
-                       unsupported_regularizers=_MESH_TERMS),
+                       unsupported_regularizers=MESH_TERMS),
     RepresentationSpec("gaussians", "dreamfusion.gaussians.scene:build_gaussian_scene",
                        f"{_LIMITS}:gaussian_needs", ("gaussians", "background"), "gaussians",
                        "gaussians.max_count", "rasteriser_backend",
-                       unsupported_regularizers=("orientation",) + _MESH_TERMS),
+                       unsupported_regularizers=("orientation",) + MESH_TERMS),
     RepresentationSpec("mesh", "dreamfusion.pipeline.refine:build_mesh_scene",
                        f"{_LIMITS}:mesh_needs", ("mesh", "background"), "refine",
                        "refine.tet_resolution, refine.render_size", "mesh_rasteriser_backend",

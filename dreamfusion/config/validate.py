@@ -193,8 +193,7 @@ def _validate_geometry(cfg: DictConfig) -> None:
 def _validate_regularizers(cfg: DictConfig) -> None:
     weights = [(f"regularizers.{name}", value) for name, value in cfg.regularizers.items()]
     # the mesh stage's weights, which a refine run copies into its regularizers
-    weights += [(f"refine.{name}", cfg.refine[name])
-                for name in ("normal_consistency", "laplacian", "offset_decay")]
+    weights += [(f"refine.{name}", cfg.refine[name]) for name in registry.MESH_TERMS]
     for key, value in weights:
         form = "a weight or [start_step, start_value, end_value, end_step]"
         if isinstance(value, ListConfig):

@@ -85,25 +85,22 @@ class MeshScene:
         if len(faces) == 0:         # nothing solid: the background alone, and no gradient
             zeros = background.new_zeros(background.shape[:-1])
             return Rendered(background, zeros, zeros, 0)
-        homogeneous = torch.cat([vertices, vertices.new_ones(len(vertices), 1)], dim=-1)
-        clip = torch.einsum("bij,vj->bvi", cameras.world_to_clip().to(device), homogeneous)
+        clip = mr.project(vertices, cameras.world_to_clip())
         rast = mr.rasterize(clip, faces, (height, width), self.backend_name)
         hit = rast[..., 3] > 0
+        where = torch.nonzero(hit, as_tuple=True)               # (batch, row, column)
         points = mr.interpolate(vertices, rast, faces)[hit]
         normals = mr.interpolate(vertex_normals(vertices, faces), rast, faces)[hit]
         normals = torch.nn.functional.normalize(normals, dim=-1, eps=1e-12)
-        lights = None
-        if light_dirs is not None:
-            b = torch.nonzero(hit, as_tuple=True)[0]
-            lights = light_dirs.to(device)[b]
+        lights = None if light_dirs is None else light_dirs.to(device)[where[0]]
         colour = shade(self.field.albedo(points), normals, lights, mode, self.ambient,
                        self.diffuse)
-        rgb = background.index_put(torch.nonzero(hit, as_tuple=True), colour)
+        rgb = background.index_put(where, colour)
         neighbours = mr.edge_neighbours(faces)
         mask = hit.to(rgb.dtype).unsqueeze(-1)
         both = mr.antialias(torch.cat([rgb, mask], dim=-1), rast, clip, faces, neighbours)
-        distance = (points - cameras.positions.to(device)[torch.nonzero(hit)[:, 0]]).norm(dim=-1)
-        depth = rgb.new_zeros(hit.shape).index_put(torch.nonzero(hit, as_tuple=True), distance)
+        distance = (points - cameras.positions.to(device)[where[0]]).norm(dim=-1)
+        depth = rgb.new_zeros(hit.shape).index_put(where, distance)
         terms = (surface_terms(self.field, vertices, faces, neighbours)
                  if torch.is_grad_enabled() else {})
         return Rendered(both[..., :3], both[..., 3], depth, int(hit.sum()), None, terms)

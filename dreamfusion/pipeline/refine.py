@@ -17,6 +17,7 @@ from typing import Sequence
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from ..config.registry import MESH_TERMS
 from ..config.validate import validate
 from ..errors import UserError
 from ..export.pipeline import export_settings
@@ -31,8 +32,7 @@ from .run import RunResult, run
 
 # what a refine run's config takes from its refine section: key -> refine key
 STAGE_KEYS = {"steps": "steps", "height": "render_size", "width": "render_size",
-              "guidance.t_max": "t_max", "regularizers.normal_consistency": "normal_consistency",
-              "regularizers.laplacian": "laplacian", "regularizers.offset_decay": "offset_decay"}
+              "guidance.t_max": "t_max", **{f"regularizers.{n}": n for n in MESH_TERMS}}
 # and what it sets outright: the volume's own regularizers have nothing to act on
 STAGE_VALUES = {"representation": "mesh", "regularizers.orientation": 0.0,
                 "regularizers.sparsity": 0.0, "regularizers.entropy": 0.0,
@@ -74,11 +74,6 @@ def refine(source_dir: Path, overrides: Sequence[str] = (), quiet: bool = False)
         if not existed and root.is_dir() and not any(root.iterdir()):
             shutil.rmtree(root, ignore_errors=True)     # refused before any run folder
         raise
-
-
-def refine_after(result: RunResult, quiet: bool = False) -> RunResult:
-    """``refine.after``: the run just written, refined in the same command."""
-    return refine(result.run_dir, (), quiet)
 
 
 def build_mesh_scene(cfg: DictConfig, device: torch.device) -> MeshScene:

@@ -9,10 +9,10 @@ from typing import Any, Callable
 
 import torch
 
+from ..config.registry import MESH_TERMS
 from ..rendering.rendered import Rendered
 
-REGULARIZERS = ("orientation", "sparsity", "entropy", "normal_consistency", "laplacian",
-                "offset_decay")
+REGULARIZERS = ("orientation", "sparsity", "entropy") + MESH_TERMS
 
 
 def weight_at(schedule: Any, step: int) -> float:
@@ -60,7 +60,7 @@ def _own(name: str) -> Callable[[Rendered], torch.Tensor]:
 
 TERMS: dict[str, Callable[[Rendered], torch.Tensor]] = {
     "orientation": orientation, "sparsity": sparsity, "entropy": entropy,
-    **{name: _own(name) for name in ("normal_consistency", "laplacian", "offset_decay")}}
+    **{name: _own(name) for name in MESH_TERMS}}
 
 
 def active_weights(regularizers: Any, step: int) -> dict[str, float]:

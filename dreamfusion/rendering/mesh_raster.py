@@ -142,16 +142,24 @@ def rasterize(clip: torch.Tensor, faces: torch.Tensor, resolution: tuple[int, in
     ids = find(screen, faces, height, width)                    # (B, H, W)
     hit = ids > 0
     b, rows, cols = torch.nonzero(hit, as_tuple=True)
-    tri = screen[b.unsqueeze(-1), faces[ids[hit] - 1]]          # (N, 3, 4)
+    seen = ids[hit]
+    corners = faces[seen - 1]                                   # (N, 3)
+    tri = screen[b.unsqueeze(-1), corners]                      # (N, 3, 4)
     e = _edges(tri, cols.to(tri.dtype), rows.to(tri.dtype))
     bary = e / e.sum(-1, keepdim=True)                           # screen-space, sums to 1
     z = (bary * tri[..., 2]).sum(-1)
-    w = clip[b.unsqueeze(-1), faces[ids[hit] - 1], 3]
-    persp = bary / w
+    persp = bary / clip[b.unsqueeze(-1), corners, 3]
     persp = persp / persp.sum(-1, keepdim=True)
     rast = clip.new_zeros(ids.shape + (4,))
-    values = torch.stack([persp[:, 0], persp[:, 1], z, ids[hit].to(clip.dtype)], dim=-1)
+    values = torch.stack([persp[:, 0], persp[:, 1], z, seen.to(clip.dtype)], dim=-1)
     return rast.index_put((b, rows, cols), values)
+
+
+def project(vertices: torch.Tensor, world_to_clip: torch.Tensor) -> torch.Tensor:
+    """(V, 3) world points through (B, 4, 4) matrices (``Cameras.world_to_clip``) ->
+    (B, V, 4) clip positions, the input of ``rasterize`` and ``antialias``."""
+    homogeneous = torch.cat([vertices, vertices.new_ones(len(vertices), 1)], dim=-1)
+    return torch.einsum("bij,vj->bvi", world_to_clip.to(vertices), homogeneous)
 
 
 def interpolate(attr: torch.Tensor, rast: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
@@ -244,11 +252,13 @@ def antialias(color: torch.Tensor, rast: torch.Tensor, clip: torch.Tensor,
     face = ids[b, ra, ca] - 1
     screen = screen_vertices(clip, height, width)
     tri = screen[b.unsqueeze(-1), faces[face]]                  # (N, 3, 4)
-    sign = torch.sign(_area2(tri)).unsqueeze(-1)
+    facing = torch.sign(_area2(tri))
+    sign = facing.unsqueeze(-1)
     e_a = _edges(tri, ca.to(tri.dtype), ra.to(tri.dtype)) * sign
     e_o = _edges(tri, co.to(tri.dtype), ro.to(tri.dtype)) * sign
     t = e_a / (e_a - e_o).clamp_min(1e-12)
-    crosses = (e_o < 0) & (e_a >= 0) & _silhouette(screen, faces, neighbours, face, b)
+    crosses = (e_o < 0) & (e_a >= 0) & _silhouette(screen, faces, neighbours, face, b,
+                                                            facing.detach())
     t = torch.where(crosses, t, torch.full_like(t, 2.0)).min(dim=-1).values
     keep = t <= 1.0
     b, ra, ca, ro, co, t = (v[keep] for v in (b, ra, ca, ro, co, t))
@@ -261,11 +271,11 @@ def antialias(color: torch.Tensor, rast: torch.Tensor, clip: torch.Tensor,
 
 
 def _silhouette(screen: torch.Tensor, faces: torch.Tensor, neighbours: torch.Tensor,
-                face: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+                face: torch.Tensor, b: torch.Tensor, facing: torch.Tensor) -> torch.Tensor:
     """(N, 3) bool: which edges of each pair's triangle may be a silhouette on screen: no
-    single neighbour, or a neighbour facing the other way (or not drawn)."""
+    single neighbour, or a neighbour facing the other way (or not drawn); ``facing`` (N,)
+    is the sign of each pair's triangle's screen area."""
     with torch.no_grad():
-        facing = torch.sign(_area2(screen[b.unsqueeze(-1), faces[face]]))
         other = neighbours[face]                                 # (N, 3)
         tri_o = screen[b.view(-1, 1, 1), faces[other.clamp_min(0)]]   # (N, 3, 3, 4)
         other_facing = torch.sign(_area2(tri_o))
