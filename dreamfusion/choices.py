@@ -14,6 +14,7 @@ Normals = Literal["analytic", "finite_difference"]
 Schedule = Literal["uniform", "anneal_linear", "anneal_sqrt", "time_prioritized"]
 Weighting = Literal["sds", "uniform", "snr_sqrt"]
 SplatBackend = Literal["auto", "torch", "cpp", "gsplat"]
+MeshRasterBackend = Literal["auto", "torch", "cpp", "nvdiffrast"]
 # gsplat's names: the 0.3 px^2 filter alone, or with its opacity compensation
 RasterizeMode = Literal["classic", "antialiased"]
 
@@ -23,4 +24,5 @@ NORMALS: tuple[str, ...] = get_args(Normals)
 SCHEDULES: tuple[str, ...] = get_args(Schedule)
 WEIGHTINGS: tuple[str, ...] = get_args(Weighting)
 SPLAT_BACKENDS: tuple[str, ...] = get_args(SplatBackend)
+MESH_RASTER_BACKENDS: tuple[str, ...] = get_args(MeshRasterBackend)
 RASTERIZE_MODES: tuple[str, ...] = get_args(RasterizeMode)

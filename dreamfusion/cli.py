@@ -13,6 +13,7 @@ from . import app
 from .bench import batch, executors, gpu, refine, remedies, rprecision, sds_step, speed, toy
 from .config import DEFAULT_CONFIG, load_config, to_yaml
 from .errors import Interrupted, TrainingFailed, UserError, error_line
+from .utils.memory import limit_malloc_arenas
 
 
 #: each bench's module owns its parser (``add_parser``) and its command (``main``); none
@@ -147,6 +148,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    limit_malloc_arenas()
     try:
         parser = _parser()
         args, extra = parser.parse_known_args(argv)

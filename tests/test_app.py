@@ -15,7 +15,8 @@ import pytest
 
 from browser import AppProcess, Page, browser_missing, chromium, colour_share
 from dreamfusion.app.gallery import finished_runs, obj_zip, read_run
-from dreamfusion.app.runner import Runner, find_run_dir, read_progress, run_command
+from dreamfusion.app.runner import (Runner, find_run_dir, read_progress, refine_command,
+                                    run_command)
 from dreamfusion.cli import main
 from dreamfusion.errors import UserError
 from dreamfusion.guidance.toy.captions import COLORS
@@ -106,14 +107,34 @@ def test_the_gallery_lists_finished_runs_newest_first_and_zips_the_obj(tmp_path)
     (root / "unfinished").mkdir()
     (root / "unfinished" / "config.yaml").write_text("seed: 0\n")
     (new / "model.ply").write_bytes(b"ply\n")             # a Gaussian run's splats
+    stage = _toy_run(old / "refine", "a red cube", 0, age=50)     # its mesh stage, inside it
+    summary = json.loads((stage / "summary.json").read_text())
+    (stage / "summary.json").write_text(json.dumps({**summary, "representation": "mesh"}))
+    os.utime(stage / "summary.json", (time.time() - 50, time.time() - 50))
     runs = finished_runs(root)
-    assert [r.run_dir for r in runs] == [new, old]
+    assert [r.run_dir for r in runs] == [new, stage, old]
+    assert "mesh stage" in runs[1].label and "mesh stage" not in runs[2].label
+    runs.pop(1)
     assert runs[0].ply == new / "model.ply" and runs[1].ply is None
     assert runs[1].metrics_rows()[0] == ["silhouette IoU (toy truth)", "0.9123"]
     archive = obj_zip(read_run(old), tmp_path)
     with zipfile.ZipFile(archive) as z:
         assert sorted(z.namelist()) == ["model.mtl", "model.obj", "texture.png"]
         assert z.read("texture.png") == (old / "texture.png").read_bytes()
+
+
+def test_refine_is_checked_before_its_child_starts_and_creates_nothing(tmp_path):
+    assert refine_command(tmp_path / "run", ["refine.steps=5"])[3:] == [
+        "refine", str(tmp_path / "run"), "refine.steps=5"]
+    runner = Runner(tmp_path / "outputs")
+    not_a_run = _toy_run(tmp_path / "outputs", "a red cube", 0, age=0)   # no config.yaml
+    before = sorted(p.name for p in not_a_run.iterdir())
+    with pytest.raises(UserError, match="not a run folder"):
+        runner.start_refine(not_a_run)
+    with pytest.raises(UserError, match="no such folder"):
+        runner.start_refine(tmp_path / "gone")
+    assert sorted(p.name for p in not_a_run.iterdir()) == before
+    assert not (tmp_path / "gone").exists() and not runner.snapshot().active
 
 
 def test_a_model_that_cannot_load_fails_the_run_with_the_clis_line(tmp_path, capsys):

@@ -112,6 +112,18 @@ def test_bench_sds_step_runs_the_sd_code_path(monkeypatch, tmp_path):
     assert "| cpu | float32 | 16x16 -> 16 -> 8 |" in (tmp_path / "sds_step_cpu.md").read_text()
 
 
+def test_the_toy_run_row_is_a_whole_run_with_its_own_peak(fast_overrides):
+    from omegaconf import OmegaConf
+
+    from dreamfusion.bench.speed_rows import measure_toy_run
+    from dreamfusion.config import load_config
+
+    cfg = load_config("toy", [o for o in fast_overrides if not o.startswith("output.root=")])
+    row = measure_toy_run(OmegaConf.to_container(cfg), "cpu")
+    assert row["toy_run_seconds"] > 0 and 0.0 <= row["toy_run_iou"] <= 1.0
+    assert 0.1 < row["toy_run_peak_gb"] < 24
+
+
 @pytest.mark.slow
 def test_bench_speed_measures_each_backend_against_the_reference(fast_overrides, tmp_path):
     from dreamfusion.gaussians.splat_cpp import load_kernel as splat_kernel
@@ -163,8 +175,11 @@ def test_bench_gpu_runs_every_part_with_tiny_models_on_a_cpu(tmp_path, monkeypat
     assert [r["backend"] for r in report["backends"]][:2] == ["torch", "torch, analytic normals"]
     assert report["sds_step"]["steps_per_second"] > 0
     assert report["mvdream_step"]["views"] == 4 and report["mvdream_step"]["steps_per_second"] > 0
-    nerf, gaussians = report["sd_runs"]
+    nerf, gaussians, mesh = report["sd_runs"]
     assert (nerf["config"], gaussians["config"]) == ("dreamfusion-sd", "dreamgaussian-sd")
+    assert mesh["config"] == "refine of dreamfusion-sd" and "refused" not in mesh, mesh
+    assert mesh["steps"] == 3 and mesh["backend"] in ("cpp", "torch")
+    assert {"model.glb", "model.obj"} <= set(mesh["exported"])
     assert nerf["steps"] == 3 and {"model.glb", "model.obj"} <= set(nerf["exported"])
     assert {"model.glb", "model.ply"} <= set(gaussians["exported"])
     assert gaussians["backend"] in ("cpp", "torch")

@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 from torch import nn
 
@@ -66,6 +67,12 @@ def test_surface_scores_measure_distance_to_the_true_surface_and_undo_yaw():
     scores = surface_scores(turned, faces.astype(np.int64), caption, count=5000)
     assert scores.chamfer > 3 * exact.chamfer                          # a turned cube is off
     assert scores.chamfer_best_yaw < 0.01 * scores.size                # until turned back
+    # normals are compared at the best yaw too, and their orientation counts: one winding
+    # is outward (cosine near 1), the other inward (near -1)
+    flipped = surface_scores(vertices, faces[:, ::-1].astype(np.int64), caption, count=5000)
+    cosines = sorted([exact.normal_cosine, flipped.normal_cosine])
+    assert cosines[0] < -0.97 and cosines[1] > 0.97, cosines
+    assert scores.normal_cosine == pytest.approx(exact.normal_cosine, abs=0.02)
 
 
 def test_true_surface_samples_lie_on_every_shape():

@@ -166,3 +166,6 @@ def test_bench_refine_scores_both_stages(tmp_path):
     rows = [line for line in table.splitlines() if line.startswith("| nerf | a red cube")]
     assert [row.split(" | ")[3] for row in rows] == ["first", "mesh"]
     assert "yes (1)" in rows[1]                 # the refined mesh: closed, one piece
+    cosines = [float(row.split(" | ")[7]) for row in rows]     # mostly facing the right way
+    assert all(0.5 < c <= 1.0 for c in cosines), rows
+    assert all(float(row.split(" | ")[-1].strip(" |")) > 0 for row in rows)   # peak GB

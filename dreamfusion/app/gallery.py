@@ -9,8 +9,10 @@ from pathlib import Path
 
 from ..utils.atomic import atomic_path
 
-# run folders sit at the root (``dreamfusion run``) or one level down (a batch, a bench)
-DEPTHS = ("*/summary.json", "*/*/summary.json")
+# run folders sit at the root (``dreamfusion run``) or one level down (a batch, a bench), and
+# a mesh stage inside the run it refines (``dreamfusion refine``)
+DEPTHS = ("*/summary.json", "*/*/summary.json", "*/refine/*/summary.json",
+          "*/*/refine/*/summary.json")
 OBJ_PARTS = ("model.obj", "model.mtl")
 # the metrics shown, in this order, with their labels; the rest stays in summary.json
 SHOWN = {"silhouette_iou": "silhouette IoU (toy truth)", "side_iou": "side-view IoU",
@@ -33,7 +35,9 @@ class FinishedRun:
 
     @property
     def label(self) -> str:
-        return f"{self.prompt} (seed {self.summary.get('seed', '?')}) - {self.run_dir.name}"
+        stage = ", mesh stage" if self.summary.get("representation") == "mesh" else ""
+        return (f"{self.prompt} (seed {self.summary.get('seed', '?')}{stage}) - "
+                f"{self.run_dir.name}")
 
     def file(self, name: str) -> Path | None:
         path = self.run_dir / name

@@ -1,5 +1,5 @@
-"""The app's one run at a time: ``dreamfusion run`` in a child process, watched through its
-run folder.
+"""The app's one run at a time: ``dreamfusion run`` (or ``dreamfusion refine`` of a finished
+run) in a child process, watched through its run folder.
 
 The run is the command-line run itself, started as ``python -m dreamfusion run``: the same
 checks, run folder, checkpoints and messages, resumable from the CLI. A child process, not a
@@ -60,6 +60,11 @@ def run_command(prompt: str, config: str, overrides: Sequence[str], root: Path) 
             *overrides, f"output.root={root}"]
 
 
+def refine_command(run_dir: Path, overrides: Sequence[str]) -> list[str]:
+    """The child's command line for the mesh stage of ``run_dir`` (written inside it)."""
+    return [sys.executable, "-m", "dreamfusion", "refine", str(run_dir), *overrides]
+
+
 def find_run_dir(root: Path, before: set[str], prompt: str) -> Path | None:
     """The run folder the child created: new under ``root`` since ``before`` and with this
     prompt in its ``config.yaml`` header (``pipeline.run`` writes it first)."""
@@ -107,6 +112,7 @@ class Runner:
         self._lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
         self._snap = Snapshot()
+        self._watch = root                 # where the current run's folder appears
         self._before: set[str] = set()
         self._output: deque[str] = deque(maxlen=40)
         self._reader: threading.Thread | None = None
@@ -115,9 +121,7 @@ class Runner:
         """Check the input as the CLI does first (no torch: instant), then start the run;
         returns the prompt as the run will use it. Bad input raises ``UserError``."""
         with self._lock:
-            if self._snap.active:
-                raise UserError(f"a run of {quote(self._snap.prompt)} is going; this app makes "
-                                f"one at a time: stop it or wait for it to finish")
+            self._refuse_while_active()
             if any(o.split("=", 1)[0].strip() == "output.root" for o in overrides):
                 raise UserError("the app writes every run under its --root; give no "
                                 "output.root")
@@ -125,19 +129,45 @@ class Runner:
             prompt = check_words(prompt, cfg)
             check_cpu_memory(cfg)
             self.root.mkdir(parents=True, exist_ok=True)
-            self._before = {p.name for p in self.root.iterdir()}
-            self._output.clear()
-            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-            # its own session: a Ctrl-C meant for the app reaches the run only through close()
-            self._proc = subprocess.Popen(
-                run_command(prompt, config, overrides, self.root), stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,
-                encoding="utf-8", errors="replace", start_new_session=True)
-            self._snap = Snapshot("starting", prompt, total=int(cfg.steps))
-            self._reader = threading.Thread(target=self._read_output, args=(self._proc,),
-                                            daemon=True)
-            self._reader.start()
+            self._launch(run_command(prompt, config, overrides, self.root), self.root, prompt,
+                         int(cfg.steps))
             return prompt
+
+    def start_refine(self, run_dir: Path, overrides: Sequence[str] = ()) -> Path:
+        """Start ``dreamfusion refine RUN_DIR`` on a finished or stopped run, after the
+        checks ``refine`` makes before any work (bad input raises ``UserError``); returns the
+        folder its run will appear in (``RUN_DIR/refine``)."""
+        from ..pipeline.refine import plan_refine
+
+        with self._lock:
+            self._refuse_while_active()
+            prompt, cfg = plan_refine(run_dir, overrides)
+            check_cpu_memory(cfg)
+            root = Path(cfg.output.root)
+            self._launch(refine_command(run_dir, overrides), root, prompt, int(cfg.steps))
+            return root
+
+    def _refuse_while_active(self) -> None:
+        if self._snap.active:
+            raise UserError(f"a run of {quote(self._snap.prompt)} is going; this app makes "
+                            f"one at a time: stop it or wait for it to finish")
+
+    def _launch(self, command: list[str], root: Path, prompt: str, total: int) -> None:
+        """Start ``command``, whose run folder will appear under ``root`` (created by the
+        child where it does not exist yet, so a refused refine leaves no folder behind)."""
+        self._watch = root
+        self._before = {p.name for p in root.iterdir()} if root.is_dir() else set()
+        self._output.clear()
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # its own session: a Ctrl-C meant for the app reaches the run only through close()
+        self._proc = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, env=env, text=True, encoding="utf-8", errors="replace",
+            start_new_session=True)
+        self._snap = Snapshot("starting", prompt, total=total)
+        self._reader = threading.Thread(target=self._read_output, args=(self._proc,),
+                                        daemon=True)
+        self._reader.start()
 
     def _read_output(self, proc: subprocess.Popen) -> None:
         assert proc.stdout is not None
@@ -165,7 +195,7 @@ class Runner:
             if proc is None:
                 return snap
             if snap.run_dir is None:
-                snap.run_dir = find_run_dir(self.root, self._before, snap.prompt)
+                snap.run_dir = find_run_dir(self._watch, self._before, snap.prompt)
             if snap.run_dir is not None:
                 record, snap.val_image = read_progress(snap.run_dir)
                 if record is not None:

@@ -145,6 +145,19 @@ class App:
         return (message, *result_outputs(read_run(Path(run_dir)), self.scratch), *sizes_as_typed)
 
 
+    def refine(self, run_dir: str | None) -> tuple[Any, ...]:
+        """Start the mesh stage of the chosen run (``dreamfusion refine RUN``); it trains as
+        a run does, with its progress on the Generate tab, and joins the gallery when done."""
+        if not run_dir:
+            return "Choose a run first.", gr.skip()
+        try:
+            root = self.runner.start_refine(Path(run_dir))
+        except UserError as exc:
+            return error_line(str(exc)), gr.Timer(active=self.runner.snapshot().active)
+        return (f"Refining {run_dir} into {root}: its progress is on the Generate tab, and it "
+                f"joins the gallery when it finishes.", gr.Timer(active=True))
+
+
 def _whole(value: float | None, what: str) -> int:
     if value is None or value != int(value):
         raise UserError(f"{what} must be a whole number, got {value!r}")
@@ -212,7 +225,8 @@ def build(app: App) -> gr.Blocks:
                 texture = gr.Number(int(defaults.export.texture_size), precision=0,
                                     label="Texture size (0: vertex colours)")
                 again = gr.Button("Re-export", elem_id="reexport")
-            export_status = gr.Textbox("", label="Export", interactive=False,
+                refine = gr.Button("Refine (mesh stage)", elem_id="refine")
+            export_status = gr.Textbox("", label="Export and refine", interactive=False,
                                        elem_id="export-status")
 
         results = [viewer, turntable, metrics, files]
@@ -229,6 +243,7 @@ def build(app: App) -> gr.Blocks:
         runs.change(app.open_run, runs, [*g_results, resolution, texture])
         again.click(app.reexport, [runs, resolution, texture],
                     [export_status, *g_results, resolution, texture])
+        refine.click(app.refine, runs, [export_status, timer])
     return page
 
 

@@ -10,7 +10,9 @@ where it imports, gsplat for 10k and 50k Gaussians); one SDS step through an SD
 same with its camera MLP and multi-view attention: 4 views of 256x256, guidance 50); and ``dreamfusion run`` with
 ``dreamfusion-sd.yaml`` (a NeRF) and ``dreamgaussian-sd.yaml`` (3D Gaussians) for
 ``--run-steps`` steps each on a random SD 2.1-base written to disk in the published layout
-(so loading is on the path too), exporting their meshes. ``--tiny`` swaps in tiny models and sizes,
+(so loading is on the path too), exporting their meshes, then ``dreamfusion refine`` of the
+NeRF run (the mesh stage at the SD configs' 512-pixel stage-2 setting, nvdiffrast where it
+imports) for as many steps. ``--tiny`` swaps in tiny models and sizes,
 which is how the tests run it on a CPU.
 """
 from __future__ import annotations
@@ -87,9 +89,9 @@ def sd_run(device: str, steps: int, tiny: bool, folder: Path,
     ``folder``: steps/s, peak memory, and whether it exported a mesh."""
     import torch
 
-    from ..config import load_config, registry
+    from ..config import load_config
     from ..pipeline.run import run
-    from .measure import peak_memory_gb, reset_peak_memory
+    from .measure import reset_peak_memory
     from .random_models import TINY, save_random_stable_diffusion
     from .sds_timing import sd21_base_configs
 
@@ -115,6 +117,42 @@ def sd_run(device: str, steps: int, tiny: bool, folder: Path,
     cfg = load_config(config, overrides)
     reset_peak_memory(torch.device(device))          # this run's peak, not the check's so far
     result = run("a hamburger", cfg, run_dir=folder / config, quiet=True)
+    return {**_run_record(result, cfg, config, steps, device),
+            "write_model_seconds": round(write_s, 1)}
+
+
+def refine_run(device: str, steps: int, tiny: bool, source: Path) -> dict:
+    """``dreamfusion refine`` of the SD NeRF run in ``source`` for ``steps`` steps at the SD
+    configs' stage-2 settings (512-pixel renders, a 128-cell grid; nvdiffrast where it
+    imports): steps/s, peak memory, the rasteriser it used and what it exported."""
+    import torch
+
+    from ..config import load_config
+    from ..errors import UserError
+    from ..pipeline.refine import refine
+    from .measure import reset_peak_memory
+
+    overrides = [f"refine.steps={steps}", f"checkpoint.every={steps}",
+                 f"output.val_every={steps}"]
+    if tiny:
+        overrides += ["refine.render_size=16", "refine.tet_resolution=12",
+                      "refine.colour_fit_steps=5", "refine.colour_grid.n_levels=4",
+                      "refine.colour_grid.table_size_log2=12"]
+    reset_peak_memory(torch.device(device))
+    try:
+        result = refine(source, overrides, quiet=True)
+    except UserError as exc:            # e.g. a random prior's first stage with no surface
+        return {"config": "refine of dreamfusion-sd", "steps": 0, "refused": str(exc)}
+    cfg = load_config(str(result.run_dir / "config.yaml"))
+    return _run_record(result, cfg, "refine of dreamfusion-sd", steps, device)
+
+
+def _run_record(result: Any, cfg: Any, config: str, steps: int, device: str) -> dict:
+    import torch
+
+    from ..config import registry
+    from .measure import peak_memory_gb
+
     memory, kind = peak_memory_gb(torch.device(device))
     m = result.metrics
     return {"config": config, "steps": steps, "train_seconds": m["train_seconds"],
@@ -122,7 +160,6 @@ def sd_run(device: str, steps: int, tiny: bool, folder: Path,
             "peak_memory_gb": round(memory, 2), "memory_kind": kind,
             "exported": sorted(f for f in result.files if f.startswith("model.")),
             "backend": m[registry.representation(cfg.representation).backend_key],
-            "write_model_seconds": round(write_s, 1),
             "total_seconds": round(result.seconds, 1)}
 
 
@@ -164,6 +201,8 @@ def run_gpu_bench(device: str, run_steps: int, sd_steps: int, tiny: bool, tests:
             print(f"dreamfusion run --config {config}, {run_steps} steps on a random SD ...",
                   flush=True)
             report["sd_runs"].append(sd_run(device, run_steps, tiny, Path(tmp), config))
+        print(f"dreamfusion refine of the dreamfusion-sd run, {run_steps} steps ...", flush=True)
+        report["sd_runs"].append(refine_run(device, run_steps, tiny, Path(tmp) / RUN_CONFIGS[0]))
     report["seconds"] = round(time.perf_counter() - started, 1)
     name = f"speed_{device}" if not tiny else f"speed_{device}_tiny"
     write_text(results / f"{name}.md", _markdown(report, speed_table))
@@ -191,7 +230,9 @@ def _markdown(r: dict, speed_table: str) -> str:
         ["config", "steps", "steps/s", "train s", "peak memory GB", "backend", "exported"],
         [[run["config"], run["steps"], f"{run['steps_per_second']:.2f}",
           f"{run['train_seconds']:.1f}", f"{run['peak_memory_gb']:.2f}", run["backend"],
-          ", ".join(run["exported"]) or "nothing"] for run in r["sd_runs"]])
+          ", ".join(run["exported"]) or "nothing"] if "refused" not in run else
+         [run["config"], 0, "-", "-", "-", "-", f"refused: {run['refused']}"]
+         for run in r["sd_runs"]])
     body = speed_table.split("\n", 2)[2] if speed_table.startswith("# ") else speed_table
     return (f"# GPU check\n\nCommand: `{r['command']}` ({r['seconds']:.0f} s)\n\n"
             f"Machine: {r['machine']}\n\n## CUDA-only tests\n\n{tests_text}\n\n"

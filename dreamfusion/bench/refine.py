@@ -22,8 +22,13 @@ NOTES = (
     "cannot fix a cube's yaw) as a share of the true object's bounding-box diagonal; IoU the "
     "best-yaw silhouette IoU; closed: the exported GLB is watertight once its UV seams are "
     "welded (trimesh `merge_vertices` then `is_watertight`), with its number of connected "
-    "pieces. Seconds: each command's wall time, and the stage's training time against the "
-    "first stage's in the same run of this bench.")
+    "pieces. Normal cosine: the mean cosine between the mesh's face normals and the true "
+    "surface's normal at the nearest true point (1: the same orientation everywhere). "
+    "Seconds: each command's wall time, and the stage's training time against the first "
+    "stage's in the same run of this bench. Peak GB: the bench process's peak resident "
+    "memory during the command (Linux's VmHWM, reset before it), which includes what the "
+    "process held already; the default run's own peak, in a fresh process, is in "
+    "[speed_cpu.md](speed_cpu.md).")
 
 
 def mesh_check(glb: Path) -> tuple[bool, int]:
@@ -35,24 +40,40 @@ def mesh_check(glb: Path) -> tuple[bool, int]:
     return bool(mesh.is_watertight), len(mesh.split(only_watertight=False))
 
 
-def _row(rep: str, prompt: str, seed: int, stage: str, m: dict, glb: Path) -> dict:
+def _row(rep: str, prompt: str, seed: int, stage: str, m: dict, glb: Path,
+         peak_gb: float) -> dict:
     closed, pieces = mesh_check(glb) if glb.is_file() else (False, 0)
     size = m.get("true_size") or 1.0
     return {"representation": rep, "prompt": prompt, "seed": seed, "stage": stage,
             "chamfer_share": m.get("chamfer_best_yaw", float("nan")) / size,
             "best_yaw_iou": m.get("best_yaw_iou"), "colour_error": m.get("colour_error"),
+            "normal_cosine": m.get("normal_cosine", float("nan")),
             "closed": closed, "pieces": pieces, "train_seconds": m.get("train_seconds"),
-            "total_seconds": m.get("total_seconds")}
+            "total_seconds": m.get("total_seconds"), "peak_memory_gb": peak_gb}
 
 
 def _table(rows: list[dict]) -> str:
     head = ["representation", "caption", "seed", "stage", "Chamfer", "best-yaw IoU",
-            "colour error", "closed (pieces)", "train s", "total s"]
+            "colour error", "normal cosine", "closed (pieces)", "train s", "total s",
+            "peak GB"]
     body = [[r["representation"], r["prompt"], str(r["seed"]), r["stage"],
              f"{100 * r['chamfer_share']:.2f}%", f"{r['best_yaw_iou']:.3f}",
-             f"{r['colour_error']:.3f}", f"{'yes' if r['closed'] else 'no'} ({r['pieces']})",
-             f"{r['train_seconds']:.0f}", f"{r['total_seconds']:.0f}"] for r in rows]
+             f"{r['colour_error']:.3f}", f"{r['normal_cosine']:.3f}",
+             f"{'yes' if r['closed'] else 'no'} ({r['pieces']})",
+             f"{r['train_seconds']:.0f}", f"{r['total_seconds']:.0f}",
+             f"{r['peak_memory_gb']:.2f}"] for r in rows]
     return markdown_table(head, body)
+
+
+def _measured(fn):
+    """``fn()`` and the process's peak resident memory (GB) while it ran."""
+    import torch
+
+    from .measure import peak_memory_gb, reset_peak_memory
+
+    reset_peak_memory(torch.device("cpu"))
+    result = fn()
+    return result, peak_memory_gb(torch.device("cpu"))[0]
 
 
 def run_refine_bench(config_names: list[str], prompts: list[str], seeds: list[int],
@@ -75,11 +96,12 @@ def run_refine_bench(config_names: list[str], prompts: list[str], seeds: list[in
                 root = runs / cfg.representation
                 first_cfg = load_config(name, [*overrides, f"seed={seed}",
                                                f"output.root={root}"])
-                first = run(prompt, first_cfg, quiet=True)
-                second = refine(first.run_dir, quiet=True)
-                for stage, result in (("first", first), ("mesh", second)):
+                first, first_gb = _measured(lambda: run(prompt, first_cfg, quiet=True))
+                second, second_gb = _measured(lambda: refine(first.run_dir, quiet=True))
+                for stage, result, peak in (("first", first, first_gb),
+                                            ("mesh", second, second_gb)):
                     rows.append(_row(cfg.representation, prompt, seed, stage, result.metrics,
-                                     result.run_dir / "model.glb"))
+                                     result.run_dir / "model.glb", peak))
                 print(f"{cfg.representation} {prompt!r} seed {seed}: Chamfer "
                       f"{100 * rows[-2]['chamfer_share']:.2f}% -> "
                       f"{100 * rows[-1]['chamfer_share']:.2f}%", file=sys.stderr)

@@ -111,8 +111,9 @@ class RefineConfig:
     normal_consistency: Any = 10000.0     # 1 - cos between neighbouring faces' normals
     laplacian: Any = 0.0                  # uniform Laplacian of the vertices, in cells^2
     offset_decay: Any = 0.0               # mean squared grid offset, in cells^2
-    backend: str = "auto"                 # mesh rasteriser: auto (the CPU kernel where it
-                                          # builds, else PyTorch) | cpp | torch
+    backend: str = "auto"                 # mesh rasteriser: auto (nvdiffrast on CUDA and
+                                          # the CPU kernel on CPU, where available, else
+                                          # PyTorch) | nvdiffrast | cpp | torch
     colour_grid: "HashGridConfig" = field(default_factory=_colour_grid)
     colour_hidden: int = 32
     colour_fit_steps: int = 300           # fitting the colour field to the first stage's

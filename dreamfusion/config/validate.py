@@ -10,8 +10,8 @@ import math
 
 from omegaconf import DictConfig, ListConfig
 
-from ..choices import (BACKENDS, MARCHERS, NORMALS, RASTERIZE_MODES, SCHEDULES, SPLAT_BACKENDS,
-                       WEIGHTINGS)
+from ..choices import (BACKENDS, MARCHERS, MESH_RASTER_BACKENDS, NORMALS, RASTERIZE_MODES,
+                       SCHEDULES, SPLAT_BACKENDS, WEIGHTINGS)
 from ..errors import UserError
 from . import registry
 from .limits import PAIR_RANGES, RANGES
@@ -131,6 +131,9 @@ def _validate_gaussians(cfg: DictConfig) -> None:
            f"got {g.init_radius}")
     _check(g.backend != "gsplat" or cfg.device != "cpu", "gaussians.backend",
            "gsplat needs a CUDA device (device=cuda or auto); use auto or torch on the CPU")
+    _check(cfg.refine.backend != "nvdiffrast" or cfg.device != "cpu", "refine.backend",
+           "nvdiffrast needs a CUDA device (device=cuda or auto); use auto, cpp or torch on "
+           "the CPU")
     spec = registry.representation(cfg.representation)
     for name in spec.unsupported_regularizers:
         weight = cfg.regularizers.get(name, 0.0)
@@ -144,7 +147,7 @@ def _choices(cfg: DictConfig) -> None:
                          ("nerf.normals", NORMALS), ("guidance.prior", tuple(registry.PRIORS)),
                          ("representation", tuple(registry.REPRESENTATIONS)),
                          ("gaussians.backend", SPLAT_BACKENDS),
-                         ("refine.backend", ("auto", "cpp", "torch")),
+                         ("refine.backend", MESH_RASTER_BACKENDS),
                          ("refine.colour_grid.backend", BACKENDS),
                          ("gaussians.rasterize_mode", RASTERIZE_MODES),
                          ("guidance.weighting", WEIGHTINGS), ("guidance.schedule", SCHEDULES),

@@ -146,3 +146,14 @@ def surface_samples(mesh: Mesh, count: int, seed: int = 0) -> np.ndarray:
     tm = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
     points, _ = trimesh.sample.sample_surface(tm, count, seed=seed)
     return np.asarray(points)
+
+
+def oriented_samples(mesh: Mesh, count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` points (count, 3) spread over the mesh's area as ``surface_samples`` spreads
+    them, and the unit normal (count, 3) of the face each lies on (counter-clockwise
+    front)."""
+    import trimesh
+
+    tm = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
+    points, face = trimesh.sample.sample_surface(tm, count, seed=seed)
+    return np.asarray(points), np.asarray(tm.face_normals[face])

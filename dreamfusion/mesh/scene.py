@@ -29,7 +29,7 @@ class MeshScene:
     field: MeshGeometry
     background: Background
     rates: dict[str, float]             # refine.lr
-    backend_name: str                   # the rasteriser's visibility backend: cpp | torch
+    backend_name: str                   # the rasteriser's backend: cpp | torch | nvdiffrast
     backend_line: str
     ambient: float                      # shading.ambient and .diffuse
     diffuse: float
@@ -98,7 +98,9 @@ class MeshScene:
         rgb = background.index_put(where, colour)
         neighbours = mr.edge_neighbours(faces)
         mask = hit.to(rgb.dtype).unsqueeze(-1)
-        both = mr.antialias(torch.cat([rgb, mask], dim=-1), rast, clip, faces, neighbours)
+        both = (mr.nvdiffrast_antialias(torch.cat([rgb, mask], dim=-1), rast, clip, faces)
+                if self.backend_name == "nvdiffrast" else
+                mr.antialias(torch.cat([rgb, mask], dim=-1), rast, clip, faces, neighbours))
         distance = (points - cameras.positions.to(device)[where[0]]).norm(dim=-1)
         depth = rgb.new_zeros(hit.shape).index_put(where, distance)
         terms = (surface_terms(self.field, vertices, faces, neighbours)

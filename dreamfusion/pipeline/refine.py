@@ -58,18 +58,24 @@ def stage_config(source_cfg: DictConfig, source_dir: Path) -> DictConfig:
     return cfg
 
 
-def refine(source_dir: Path, overrides: Sequence[str] = (), quiet: bool = False) -> RunResult:
-    """Refine the run in ``source_dir`` into a new run folder inside it. Every refusal comes
-    before anything is written; the source run is only read."""
+def plan_refine(source_dir: Path, overrides: Sequence[str] = ()) -> tuple[str, DictConfig]:
+    """The prompt and the stage's config for refining ``source_dir``, or ``UserError``:
+    every check of ``refine`` that comes before work, and nothing written."""
     opened = open_run(source_dir, overrides, "refine")
     if opened.cfg.representation == "mesh":
         raise UserError(f"{str(source_dir)!r} is a mesh stage already; refine its first "
                         f"stage ({opened.cfg.refine.source})")
-    cfg = stage_config(opened.cfg, source_dir)
+    return opened.prompt, stage_config(opened.cfg, source_dir)
+
+
+def refine(source_dir: Path, overrides: Sequence[str] = (), quiet: bool = False) -> RunResult:
+    """Refine the run in ``source_dir`` into a new run folder inside it. Every refusal comes
+    before anything is written; the source run is only read."""
+    prompt, cfg = plan_refine(source_dir, overrides)
     root = Path(cfg.output.root)
     existed = root.exists()
     try:
-        return run(opened.prompt, cfg, quiet=quiet)
+        return run(prompt, cfg, quiet=quiet)
     except BaseException:
         if not existed and root.is_dir() and not any(root.iterdir()):
             shutil.rmtree(root, ignore_errors=True)     # refused before any run folder

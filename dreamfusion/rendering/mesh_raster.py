@@ -24,16 +24,16 @@ for the chosen triangle, so they pass gradients to the clip positions as nvdiffr
 """
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 
 from .. import kernels
 
-Backend = Literal["auto", "cpp", "torch"]
-BACKENDS = ("auto", "cpp", "torch")
+from ..choices import MESH_RASTER_BACKENDS as BACKENDS
+from ..choices import MeshRasterBackend as Backend
+
 _KERNEL = kernels.LazyKernel("meshraster_cpu", "meshraster/meshraster_cpu.cpp")
+_NVDIFFRAST_CONTEXTS: dict[torch.device, object] = {}
 
 
 def screen_vertices(clip: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -118,10 +118,28 @@ def kernel_ids(screen: torch.Tensor, faces: torch.Tensor, height: int, width: in
     return ids.long()
 
 
+def nvdiffrast_missing() -> str | None:
+    """Why nvdiffrast cannot serve here (it installs from source, not PyPI), or None."""
+    try:
+        import nvdiffrast.torch  # noqa: F401
+    except Exception as exc:            # an ImportError, or a CUDA build that fails to load
+        return f"nvdiffrast does not import ({type(exc).__name__}: {exc})"
+    return None
+
+
 def resolve_backend(backend: Backend, device: torch.device) -> tuple[str, str]:
     """The visibility backend ``backend`` means on ``device``, and one line saying why."""
     if backend not in BACKENDS:
         raise ValueError(f"mesh rasteriser backend must be one of {BACKENDS}, got {backend!r}")
+    if device.type == "cuda" and backend in ("auto", "nvdiffrast"):
+        why = nvdiffrast_missing()
+        if why is None:
+            return "nvdiffrast", "mesh rasteriser: nvdiffrast (CUDA)"
+        if backend == "nvdiffrast":
+            raise RuntimeError(f"refine.backend=nvdiffrast: {why}")
+        return "torch", f"mesh rasteriser: the PyTorch reference ({why})"
+    if backend == "nvdiffrast":
+        raise RuntimeError(f"nvdiffrast rasterises on CUDA only, not {device.type}")
     if backend == "torch" or (backend == "auto" and device.type != "cpu"):
         return "torch", "mesh rasteriser: the PyTorch reference"
     if _KERNEL.load() is not None:
@@ -131,11 +149,44 @@ def resolve_backend(backend: Backend, device: torch.device) -> tuple[str, str]:
     return "torch", f"mesh rasteriser: the PyTorch reference (kernel: {_KERNEL.reason()})"
 
 
+def _nvdiffrast_context(device: torch.device) -> object:
+    import nvdiffrast.torch as dr
+
+    if device not in _NVDIFFRAST_CONTEXTS:
+        _NVDIFFRAST_CONTEXTS[device] = dr.RasterizeCudaContext(device=device)
+    return _NVDIFFRAST_CONTEXTS[device]
+
+
+def nvdiffrast_rasterize(clip: torch.Tensor, faces: torch.Tensor,
+                         resolution: tuple[int, int]) -> torch.Tensor:
+    """``rasterize`` by nvdiffrast (CUDA): the same ``rast`` layout, its rows flipped to
+    ours (its row 0 is the bottom, ``y = -1``); its ``u, v, z/w`` carry its own gradients
+    to ``clip``. Ties at shared edges may go to the other triangle than ours."""
+    import nvdiffrast.torch as dr
+
+    rast, _ = dr.rasterize(_nvdiffrast_context(clip.device), clip.float().contiguous(),
+                           faces.to(torch.int32).contiguous(), list(resolution))
+    return rast.flip(1).to(clip.dtype)
+
+
+def nvdiffrast_antialias(color: torch.Tensor, rast: torch.Tensor, clip: torch.Tensor,
+                         faces: torch.Tensor) -> torch.Tensor:
+    """``antialias`` by nvdiffrast, on ``rast`` in our row order (flipped to its and back)."""
+    import nvdiffrast.torch as dr
+
+    out = dr.antialias(color.flip(1).float().contiguous(), rast.flip(1).float().contiguous(),
+                       clip.float().contiguous(), faces.to(torch.int32).contiguous())
+    return out.flip(1).to(color.dtype)
+
+
 def rasterize(clip: torch.Tensor, faces: torch.Tensor, resolution: tuple[int, int],
               backend: str = "torch") -> torch.Tensor:
     """(B, V, 4) clip positions, (F, 3) faces -> ``rast`` (B, H, W, 4), differentiable in
     ``u, v, z/w`` with respect to ``clip`` (see the module's conventions). ``backend`` is a
-    resolved one (``resolve_backend``): ``cpp`` or ``torch``, which give the same ids."""
+    resolved one (``resolve_backend``): ``cpp`` or ``torch``, which give the same ids, or
+    ``nvdiffrast``."""
+    if backend == "nvdiffrast":
+        return nvdiffrast_rasterize(clip, faces, resolution)
     height, width = resolution
     screen = screen_vertices(clip, height, width)
     find = kernel_ids if backend == "cpp" else triangle_ids
