@@ -71,6 +71,37 @@ def test_normal_consistency_and_laplacian_are_zero_on_a_plane_and_positive_on_a_
     assert float(laplacian(folded + 0.3 * torch.rand_like(folded), faces, 1.0)) > float(interior)
 
 
+class _SoftBall(torch.nn.Module):
+    """A density falling smoothly from the centre, as a trained NeRF's does at its edge."""
+    bound = 1.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+
+    def density(self, points: torch.Tensor) -> torch.Tensor:
+        return 50.0 * torch.exp(-(points.norm(dim=-1) / 0.5) ** 4)
+
+    def albedo(self, points: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(points, 0.5)
+
+
+def test_the_starting_level_is_the_one_whose_surface_covers_the_renders():
+    from dreamfusion.export.mesh import extract_mesh
+    from dreamfusion.mesh.scene import LEVEL_FRACTIONS, matched_level
+    from dreamfusion.rendering import mesh_raster as mr
+    from dreamfusion.rendering.cameras import orbit
+
+    ball, level = _SoftBall(), 25.0
+    cams = orbit(4, 20.0, 2.3, 40.0)
+    truth = extract_mesh(ball, 96, level * LEVEL_FRACTIONS[8])        # a quarter: wider
+    clip = mr.project(torch.as_tensor(truth.vertices), cams.world_to_clip())
+    target = mr.rasterize(clip, torch.as_tensor(truth.faces), (48, 48))[..., 3] > 0
+    found, iou = matched_level(ball, level, cams, target, "torch")
+    assert found == pytest.approx(level * LEVEL_FRACTIONS[8]) and iou > 0.999
+    assert matched_level(ball, 1e6, cams, target, "torch") == (1e6, -1.0)   # nothing solid
+
+
 def test_refine_refuses_what_it_cannot_refine_and_creates_nothing(tmp_path, capsys):
     assert main(["refine", str(tmp_path / "nope")]) == 2
     assert "no such folder" in one_line_error(capsys)
@@ -82,7 +113,10 @@ def test_refine_refuses_what_it_cannot_refine_and_creates_nothing(tmp_path, caps
     for override, words in (("refine.tet_resolution=2", "refine.tet_resolution"),
                             ("refine.render_size=99999", "refine.render_size"),
                             ("refine.backend=cuda", "refine.backend"),
-                            ("refine.normal_consistency=-1", "refine.normal_consistency")):
+                            ("refine.normal_consistency=-1", "refine.normal_consistency"),
+                            ("refine.shading={albedo:0.5,lambertian:0.6,textureless:0.0}",
+                             "refine.shading"),
+                            ("refine.shading={albedo:1.0}", "refine.shading")):
         assert main(["refine", str(run_dir), override]) == 2
         assert words in one_line_error(capsys)
     assert sorted(p.relative_to(run_dir) for p in run_dir.rglob("*")) == before
@@ -130,6 +164,11 @@ def test_refine_writes_a_closed_textured_run_and_resumes_bit_exactly(tmp_path):
         assert (first / name).is_file(), name
     summary = json.loads((first / "summary.json").read_text())
     assert summary["representation"] == "mesh" and summary["steps"] == 8
+    from dreamfusion.config import load_config
+
+    stage = load_config(str(first / "config.yaml"))      # the toy stage's shading mix
+    assert (stage.shading.albedo, stage.shading.lambertian) == (0.0, 1.0)
+    assert "starting surface: density level" in (first / "run.log").read_text()
     mesh = trimesh.load(first / "model.glb", force="mesh")
     mesh.merge_vertices(merge_tex=True, merge_norm=True)
     assert mesh.is_watertight and len(mesh.split()) == 1
@@ -169,3 +208,8 @@ def test_bench_refine_scores_both_stages(tmp_path):
     cosines = [float(row.split(" | ")[7]) for row in rows]     # mostly facing the right way
     assert all(0.5 < c <= 1.0 for c in cosines), rows
     assert all(float(row.split(" | ")[-1].strip(" |")) > 0 for row in rows)   # peak GB
+    import imageio.v3 as iio
+
+    strip = iio.imread(tmp_path / "res" / "images" / "refine" / "nerf" / "a-red-cube-seed0.png")
+    assert strip.shape == (128, 8 * 64, 3)      # the first stage above its mesh stage
+    assert (strip[:64] != strip[64:]).any()

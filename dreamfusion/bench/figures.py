@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..rendering.cameras import orbit
@@ -12,14 +13,25 @@ from ..pipeline.reexport import load_run
 from ..utils.atomic import atomic_path, write_png
 
 
-@torch.no_grad()
-def write_strip(run_dir: Path, path: Path, views: int = 8, size: int = 64,
-                elevation: float = 15.0) -> None:
-    """The run's colour renders from ``views`` azimuths (every 360/views deg from the front)."""
+def strip_image(run_dir: Path, views: int = 8, size: int = 64,
+                elevation: float = 15.0) -> np.ndarray:
+    """The run's colour renders (size, views * size, 3) from ``views`` azimuths (every
+    360/views deg from the front)."""
     cfg, scene, _ = load_run(run_dir)
     cams = orbit(views, elevation, sum(cfg.camera.distance) / 2, sum(cfg.camera.fov) / 2)
-    images = render_views(scene, cams, size, "lambertian")
-    write_png(path, to_uint8(torch.cat(list(images), dim=1)))
+    images = render_views(scene, cams, size, "lambertian")          # without gradients
+    return to_uint8(torch.cat(list(images), dim=1))
+
+
+def write_strip(run_dir: Path, path: Path, views: int = 8, size: int = 64,
+                elevation: float = 15.0) -> None:
+    write_png(path, strip_image(run_dir, views, size, elevation))
+
+
+def write_stacked_strips(run_dirs: list[Path], path: Path, views: int = 8,
+                         size: int = 64) -> None:
+    """One strip per run, one above the other (a first stage above its mesh stage)."""
+    write_png(path, np.concatenate([strip_image(d, views, size) for d in run_dirs], axis=0))
 
 
 def eval_curve(run_dir: Path) -> tuple[list[int], list[float]]:

@@ -28,7 +28,8 @@ NOTES = (
     "stage's in the same run of this bench. Peak GB: the bench process's peak resident "
     "memory during the command (Linux's VmHWM, reset before it), which includes what the "
     "process held already; the default run's own peak, in a fresh process, is in "
-    "[speed_cpu.md](speed_cpu.md).")
+    "[speed_cpu.md](speed_cpu.md). Each pair's renders from 8 azimuths (first stage above, "
+    "mesh stage below) are in `images/refine/<representation>/`.")
 
 
 def mesh_check(glb: Path) -> tuple[bool, int]:
@@ -81,6 +82,7 @@ def run_refine_bench(config_names: list[str], prompts: list[str], seeds: list[in
     from ..pipeline.inputs import prepare
     from ..pipeline.refine import refine
     from ..pipeline.run import run
+    from .figures import write_stacked_strips
 
     configs = {name: load_config(name, overrides) for name in config_names}
     for cfg in configs.values():
@@ -102,6 +104,9 @@ def run_refine_bench(config_names: list[str], prompts: list[str], seeds: list[in
                                             ("mesh", second, second_gb)):
                     rows.append(_row(cfg.representation, prompt, seed, stage, result.metrics,
                                      result.run_dir / "model.glb", peak))
+                strip = results / "images" / "refine" / cfg.representation / \
+                    f"{prompt.replace(' ', '-')}-seed{seed}.png"
+                write_stacked_strips([first.run_dir, second.run_dir], strip)
                 print(f"{cfg.representation} {prompt!r} seed {seed}: Chamfer "
                       f"{100 * rows[-2]['chamfer_share']:.2f}% -> "
                       f"{100 * rows[-1]['chamfer_share']:.2f}%", file=sys.stderr)

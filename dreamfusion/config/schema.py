@@ -111,6 +111,9 @@ class RefineConfig:
     normal_consistency: Any = 10000.0     # 1 - cos between neighbouring faces' normals
     laplacian: Any = 0.0                  # uniform Laplacian of the vertices, in cells^2
     offset_decay: Any = 0.0               # mean squared grid offset, in cells^2
+    # the stage's shading mix {albedo, lambertian, textureless} (as ``shading``); None: the
+    # first stage's. threestudio's refine shades every step (its point-light material)
+    shading: Any = None
     backend: str = "auto"                 # mesh rasteriser: auto (nvdiffrast on CUDA and
                                           # the CPU kernel on CPU, where available, else
                                           # PyTorch) | nvdiffrast | cpp | torch

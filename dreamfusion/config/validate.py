@@ -96,6 +96,7 @@ def validate(cfg: DictConfig) -> None:
     _validate_resilience(cfg)
     _validate_geometry(cfg)
     _validate_regularizers(cfg)
+    _validate_stage_shading(cfg)
     _validate_gaussians(cfg)
     _validate_multiview(cfg)
 
@@ -191,6 +192,21 @@ def _validate_geometry(cfg: DictConfig) -> None:
         _check({"front", "side", "back"} <= names, "prompt.perp_neg",
                f"needs view rules named front, side and back in prompt.views, got "
                f"{', '.join(sorted(names))}")
+
+
+SHADING_MODES = ("albedo", "lambertian", "textureless")
+
+
+def _validate_stage_shading(cfg: DictConfig) -> None:
+    mix = cfg.refine.shading
+    if mix is None:
+        return
+    _check(isinstance(mix, DictConfig) and set(mix.keys()) == set(SHADING_MODES),
+           "refine.shading", f"must be null (the first stage's) or {{albedo, lambertian, "
+           f"textureless}}, got {mix!r}")
+    probs = [mix[k] for k in SHADING_MODES]
+    _check(all(_is_number(p) and 0 <= p <= 1 for p in probs) and abs(sum(probs) - 1) < 1e-6,
+           "refine.shading", f"must be probabilities summing to 1, got {probs}")
 
 
 def _validate_regularizers(cfg: DictConfig) -> None:

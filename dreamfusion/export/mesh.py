@@ -105,19 +105,25 @@ def no_surface(lo: float, hi: float, threshold: float) -> NoSurface:
                      f"(export.threshold, or --threshold of dreamfusion export)")
 
 
-@torch.no_grad()
-def extract_mesh(field: Field, resolution: int, threshold: float) -> Mesh:
-    """The ``density = threshold`` surface; an empty or all-solid field is ``NoSurface``."""
-    grid = density_grid(field, resolution)
+def grid_surface(grid: np.ndarray, bound: float, threshold: float
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Marching cubes of a ``density_grid`` (R, R, R) at ``threshold``: vertices (V, 3) in
+    ``[-bound, bound]^3`` and outward faces (F, 3); ``NoSurface`` where it has none."""
+    resolution = grid.shape[0]
     lo, hi = float(grid.min()), float(grid.max())
     if not lo < threshold < hi:
         raise no_surface(lo, hi, threshold)
     # pad with empty space so surfaces touching the box are closed
     padded = np.pad(grid, 1, constant_values=min(lo, 0.0))
     vertices, faces = mcubes.marching_cubes(padded, threshold)
-    vertices = (vertices - 1.0) / (resolution - 1) * 2.0 * field.bound - field.bound
-    faces = faces.astype(np.int64)
-    faces = _outward(vertices, faces)
+    vertices = (vertices - 1.0) / (resolution - 1) * 2.0 * bound - bound
+    return vertices, _outward(vertices, faces.astype(np.int64))
+
+
+@torch.no_grad()
+def extract_mesh(field: Field, resolution: int, threshold: float) -> Mesh:
+    """The ``density = threshold`` surface; an empty or all-solid field is ``NoSurface``."""
+    vertices, faces = grid_surface(density_grid(field, resolution), field.bound, threshold)
     device = next(field.parameters()).device
     colors = [field.albedo(torch.as_tensor(v, dtype=torch.float32, device=device)).cpu()
               for v in np.array_split(vertices, max(1, len(vertices) // 65536 + 1))]

@@ -134,11 +134,13 @@ def signed_distances(points: np.ndarray, surface: np.ndarray, inside: np.ndarray
     return np.where(inside, -distance, distance).astype(np.float32)
 
 
+@torch.enable_grad()
 def fit_colour(geometry: MeshGeometry, points: torch.Tensor, targets: torch.Tensor,
                steps: int, lr: float, generator: torch.Generator, batch: int = 8192) -> float:
     """Fit the colour field to ``targets`` (N, 3) at ``points`` (N, 3) by Adam on the mean
     squared error (the first stage's albedo near its surface); returns the last batch's
-    error."""
+    error. It trains even when called under ``no_grad``, as a refine run's scene is rebuilt
+    for a figure or an export."""
     params = list(geometry.encoding.parameters()) + list(geometry.colour.parameters())
     optimiser = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.99), eps=1e-15)
     error = math.nan

@@ -22,12 +22,14 @@ from ..config.validate import validate
 from ..errors import UserError
 from ..export.pipeline import export_settings
 from ..mesh.geometry import MeshGeometry
-from ..mesh.scene import MeshScene, initialise
+from ..mesh.scene import MeshScene, initialise, matched_level
 from ..nerf.hashgrid import HashGridEncoding
+from ..rendering.cameras import Cameras
 from ..rendering.mesh_raster import resolve_backend
 from ..rendering.shading import Background
 from .build import build_scene
 from .checkpoint import load_scene, open_run
+from .representation import Representation
 from .run import RunResult, run
 
 # what a refine run's config takes from its refine section: key -> refine key
@@ -46,6 +48,8 @@ def stage_config(source_cfg: DictConfig, source_dir: Path) -> DictConfig:
         OmegaConf.update(cfg, key, source_cfg.refine[refine_key], merge=False)
     for key, value in STAGE_VALUES.items():
         OmegaConf.update(cfg, key, value, merge=False)
+    if source_cfg.refine.shading is not None:
+        OmegaConf.update(cfg, "shading", dict(source_cfg.refine.shading), merge=True)
     OmegaConf.update(cfg, "refine.source", str(source_dir.resolve()), merge=False)
     OmegaConf.update(cfg, "output.root", str(source_dir / "refine"), merge=False)
     t = cfg.guidance
@@ -95,13 +99,30 @@ def build_mesh_scene(cfg: DictConfig, device: torch.device) -> MeshScene:
     encoding = HashGridEncoding(**OmegaConf.to_container(r.colour_grid))
     geometry = MeshGeometry(r.tet_resolution, cfg.nerf.bound, encoding, r.colour_hidden,
                             source.surface_level).to(device)
-    level = export_settings(opened.cfg, source.surface_level).threshold
+    name, line = resolve_backend(r.backend, device)
+    level, iou = _starting_level(source, opened.cfg, name)
     initialise(geometry, source.field, level, r.colour_fit_steps, r.lr.colour, cfg.seed)
     background = Background(cfg.background.kind, tuple(cfg.background.color)).to(device)
     first = source.checkpoint_modules().get("background")
     if first is not None and opened.cfg.background.kind == cfg.background.kind:
         background.load_state_dict(first.state_dict())
-    name, line = resolve_backend(r.backend, device)
     rates = {k: float(v) for k, v in r.lr.items()}
+    line += (f"; starting surface: density level {level:.3g}, silhouette IoU {iou:.3f} "
+             f"against the first stage's renders")
     return MeshScene(geometry, background, rates, name, line, cfg.shading.ambient,
                      cfg.shading.diffuse)
+
+
+def _starting_level(source: Representation, source_cfg: DictConfig, backend: str
+                    ) -> tuple[float, float]:
+    """The first stage's density level whose surface looks like its renders (16 views:
+    8 azimuths at 0 and 30 degrees, 64 pixels), and that IoU (``mesh.matched_level``)."""
+    level = export_settings(source_cfg, source.surface_level).threshold
+    n = 8
+    cameras = Cameras(torch.arange(2 * n, dtype=torch.float32) % n * (360.0 / n),
+                      torch.tensor([0.0] * n + [30.0] * n),
+                      torch.full((2 * n,), sum(source_cfg.camera.distance) / 2),
+                      torch.full((2 * n,), sum(source_cfg.camera.fov) / 2))
+    with torch.no_grad():
+        target = source.render(cameras, 64, 64).opacity > 0.5
+    return matched_level(source.field, level, cameras, target, backend)

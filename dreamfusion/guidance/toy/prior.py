@@ -185,7 +185,11 @@ class ToyWorldPrior(Prior):
         return self.cache_dir / "toy" / f"{name}.safetensors"
 
     def condition(self, prompt: str) -> ReferenceSet:
-        images = self.references(self.parse(prompt), self.settings.count)
+        caption = self.parse(prompt)
+        images = self.references(caption, self.settings.count)
+        # the encoded copy is what a run keeps: the images again would double the prior's
+        # memory (200 MB at a refine stage's 64 pixels); they reload from the disk cache
+        self._memory.pop((caption.text, self.settings.count), None)
         return ReferenceSet.uniform(self.encode(images).flatten(1))
 
     def unconditional(self) -> ReferenceSet:
