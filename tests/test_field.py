@@ -128,3 +128,25 @@ def test_coarse_to_fine_masks_the_finer_levels_until_their_step():
     assert enc.params.grad[rows:].abs().sum() == 0 and enc.params.grad[:rows].abs().sum() > 0
     # the table is the same size at every step: checkpoints do not depend on the schedule
     assert enc.params.shape[0] == enc.layouts[-1].offset + enc.layouts[-1].size
+
+
+def test_renders_without_gradients_go_in_passes_that_change_nothing(monkeypatch):
+    """Each ray's colour, opacity and depth are its own: rendering the rays in passes of a
+    few (as every render without gradients does, to bound memory) gives what one pass
+    gives, in the shaded modes too."""
+    from dreamfusion.nerf import renderer
+
+    field, bg = _field().float(), Background("solid", (1.0, 1.0, 1.0))
+    cams = orbit(3, 20.0, 2.5, 40.0)
+    lights = cams.positions / cams.positions.norm(dim=-1, keepdim=True)
+    settings = RenderSettings(step_size=0.05)
+    for mode in ("albedo", "lambertian"):
+        whole = render(field, None, bg, cams, 8, 8, settings, mode, lights)     # with grad
+        monkeypatch.setattr(renderer, "NO_GRAD_RAYS", 37)                     # uneven passes
+        with torch.no_grad():
+            passes = render(field, None, bg, cams, 8, 8, settings, mode, lights)
+        monkeypatch.undo()
+        for a, b in ((whole.rgb, passes.rgb), (whole.opacity, passes.opacity),
+                     (whole.depth, passes.depth)):
+            assert torch.allclose(a.detach(), b, atol=1e-5)
+        assert whole.n_samples == passes.n_samples and passes.orientation is None

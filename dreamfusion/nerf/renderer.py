@@ -62,7 +62,7 @@ def render(field: NeRFField, grid: OccupancyGrid | None, background: Background,
     lights = None
     if light_dirs is not None:
         lights = light_dirs.to(device).repeat_interleave(height * width, dim=0)
-    chunk = origins.shape[0] if torch.is_grad_enabled() else NO_GRAD_RAYS
+    chunk = max(1, origins.shape[0]) if torch.is_grad_enabled() else NO_GRAD_RAYS
     parts = [_render_rays(field, grid, background, settings, mode, with_normals,
                           origins[i:i + chunk], dirs[i:i + chunk],
                           None if lights is None else lights[i:i + chunk])
