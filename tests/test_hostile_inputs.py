@@ -90,6 +90,8 @@ def _numeric_fields(cls: type, prefix: str = "") -> list[str]:
 
 PAIRS = {*PAIR_RANGES, "background.color"}     # checked as pairs and as a colour
 MESH_WEIGHTS = {"refine.normal_consistency", "refine.laplacian", "refine.offset_decay"}
+# a mapping of probabilities (or null), checked whole by validate._validate_stage_shading
+MAPPINGS = {"refine.shading"}
 
 
 def test_every_number_in_the_schema_has_a_range():
@@ -99,6 +101,8 @@ def test_every_number_in_the_schema_has_a_range():
         # weights or ramps, read by _validate_regularizers (the refine ones too)
         if key.startswith("regularizers.") or key in MESH_WEIGHTS:
             assert {"regularizers.weight", "regularizers.step"} <= set(RANGES)
+        elif key in MAPPINGS:
+            continue
         else:
             assert key in RANGES or key in PAIRS, f"{key} has no range in config/limits.py"
 
