@@ -131,7 +131,7 @@ class MeshScene:
 
 # the density levels tried for the starting surface, as multiples of the export's, highest
 # first: a NeRF's silhouette (opacity 1/2 over the whole ray) lies outside its iso-surface at
-# the export's level (a toy torus's covered its renders' pixels with IoU 0.81 there, 0.97 at
+# the export's level (a toy torus's covered its renders' pixels with IoU 0.81 there, 0.96 at
 # a quarter); a Gaussian field's may lie inside
 LEVEL_FRACTIONS = tuple(2.0 ** (k / 2) for k in range(4, -9, -1))
 
