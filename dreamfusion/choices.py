@@ -15,6 +15,7 @@ Schedule = Literal["uniform", "anneal_linear", "anneal_sqrt", "time_prioritized"
 Weighting = Literal["sds", "uniform", "snr_sqrt"]
 SplatBackend = Literal["auto", "torch", "cpp", "gsplat"]
 MeshRasterBackend = Literal["auto", "torch", "cpp", "nvdiffrast"]
+ShadingMode = Literal["albedo", "lambertian", "textureless"]
 # gsplat's names: the 0.3 px^2 filter alone, or with its opacity compensation
 RasterizeMode = Literal["classic", "antialiased"]
 
@@ -25,4 +26,5 @@ SCHEDULES: tuple[str, ...] = get_args(Schedule)
 WEIGHTINGS: tuple[str, ...] = get_args(Weighting)
 SPLAT_BACKENDS: tuple[str, ...] = get_args(SplatBackend)
 MESH_RASTER_BACKENDS: tuple[str, ...] = get_args(MeshRasterBackend)
+SHADING_MODES: tuple[str, ...] = get_args(ShadingMode)
 RASTERIZE_MODES: tuple[str, ...] = get_args(RasterizeMode)

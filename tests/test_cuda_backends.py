@@ -89,8 +89,7 @@ def test_nvdiffrast_rasterizes_and_antialiases_as_the_reference_does():
     for name, rast in (("nvdiffrast", theirs), ("torch", ours)):
         rgb = mr.interpolate(colour, rast, faces)
         rgb = torch.cat([rgb, (rast[..., 3:] > 0).float()], dim=-1)
-        out = (mr.nvdiffrast_antialias(rgb, rast, clip, faces) if name == "nvdiffrast" else
-               mr.antialias(rgb, rast, clip, faces, mr.edge_neighbours(faces)))
+        out = mr.antialias(rgb, rast, clip, faces, backend=name)
         grad, = torch.autograd.grad(out[..., 3].sum(), clip, retain_graph=True)
         images.append((out.detach(), grad))
     (a, ga), (b, gb) = images

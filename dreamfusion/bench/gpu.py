@@ -117,7 +117,7 @@ def sd_run(device: str, steps: int, tiny: bool, folder: Path,
     cfg = load_config(config, overrides)
     reset_peak_memory(torch.device(device))          # this run's peak, not the check's so far
     result = run("a hamburger", cfg, run_dir=folder / config, quiet=True)
-    return {**_run_record(result, cfg, config, steps, device),
+    return {**_run_record(result, cfg.representation, config, steps, device),
             "write_model_seconds": round(write_s, 1)}
 
 
@@ -127,7 +127,6 @@ def refine_run(device: str, steps: int, tiny: bool, source: Path) -> dict:
     imports): steps/s, peak memory, the rasteriser it used and what it exported."""
     import torch
 
-    from ..config import load_config
     from ..errors import UserError
     from ..pipeline.refine import refine
     from .measure import reset_peak_memory
@@ -143,11 +142,11 @@ def refine_run(device: str, steps: int, tiny: bool, source: Path) -> dict:
         result = refine(source, overrides, quiet=True)
     except UserError as exc:            # e.g. a random prior's first stage with no surface
         return {"config": "refine of dreamfusion-sd", "steps": 0, "refused": str(exc)}
-    cfg = load_config(str(result.run_dir / "config.yaml"))
-    return _run_record(result, cfg, "refine of dreamfusion-sd", steps, device)
+    return _run_record(result, "mesh", "refine of dreamfusion-sd", steps, device)
 
 
-def _run_record(result: Any, cfg: Any, config: str, steps: int, device: str) -> dict:
+def _run_record(result: Any, representation: str, config: str, steps: int, device: str
+                ) -> dict:
     import torch
 
     from ..config import registry
@@ -159,7 +158,7 @@ def _run_record(result: Any, cfg: Any, config: str, steps: int, device: str) -> 
             "steps_per_second": round(steps / max(m["train_seconds"], 1e-9), 2),
             "peak_memory_gb": round(memory, 2), "memory_kind": kind,
             "exported": sorted(f for f in result.files if f.startswith("model.")),
-            "backend": m[registry.representation(cfg.representation).backend_key],
+            "backend": m[registry.representation(representation).backend_key],
             "total_seconds": round(result.seconds, 1)}
 
 

@@ -11,7 +11,7 @@ import math
 from omegaconf import DictConfig, ListConfig
 
 from ..choices import (BACKENDS, MARCHERS, MESH_RASTER_BACKENDS, NORMALS, RASTERIZE_MODES,
-                       SCHEDULES, SPLAT_BACKENDS, WEIGHTINGS)
+                       SCHEDULES, SHADING_MODES, SPLAT_BACKENDS, WEIGHTINGS)
 from ..errors import UserError
 from . import registry
 from .limits import PAIR_RANGES, RANGES
@@ -76,7 +76,7 @@ def validate(cfg: DictConfig) -> None:
         _range_pair(cfg, key, low, high)
     _choices(cfg)
     g = cfg.guidance
-    probs = [cfg.shading.albedo, cfg.shading.lambertian, cfg.shading.textureless]
+    probs = [cfg.shading[k] for k in SHADING_MODES]
     _check(abs(sum(probs) - 1.0) < 1e-6, "shading",
            f"albedo + lambertian + textureless must be probabilities summing to 1, got {probs}")
     _check(len(cfg.background.color) == 3 and all(0 <= c <= 1 for c in cfg.background.color),
@@ -192,9 +192,6 @@ def _validate_geometry(cfg: DictConfig) -> None:
         _check({"front", "side", "back"} <= names, "prompt.perp_neg",
                f"needs view rules named front, side and back in prompt.views, got "
                f"{', '.join(sorted(names))}")
-
-
-SHADING_MODES = ("albedo", "lambertian", "textureless")
 
 
 def _validate_stage_shading(cfg: DictConfig) -> None:

@@ -147,17 +147,12 @@ def chamfer_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 def surface_samples(mesh: Mesh, count: int, seed: int = 0) -> np.ndarray:
     """``count`` points uniformly distributed over the mesh's area."""
-    import trimesh
-
-    tm = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
-    points, _ = trimesh.sample.sample_surface(tm, count, seed=seed)
-    return np.asarray(points)
+    return oriented_samples(mesh, count, seed)[0]
 
 
 def oriented_samples(mesh: Mesh, count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """``count`` points (count, 3) spread over the mesh's area as ``surface_samples`` spreads
-    them, and the unit normal (count, 3) of the face each lies on (counter-clockwise
-    front)."""
+    """``count`` points (count, 3) uniformly distributed over the mesh's area, and the unit
+    normal (count, 3) of the face each lies on (counter-clockwise front)."""
     import trimesh
 
     tm = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)

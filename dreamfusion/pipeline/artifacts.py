@@ -17,8 +17,9 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return (images.detach().clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
 
 
-# pixels per render call: a whole turntable in one batch (24 x 96 x 96) took 1.7 GB more
-# than the training steps on a CPU; in chunks it takes no more than a validation strip
+# pixels per render call: a representation's render holds memory in proportion to its
+# pixels (a NeRF turntable of 24 x 96 x 96 in one batch held 1.7 GB more than training on a
+# CPU); the NeRF also passes its rays in chunks, and this bounds the others alike
 RENDER_PIXELS = 1 << 14
 
 

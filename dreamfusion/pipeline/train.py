@@ -14,7 +14,8 @@ from ..guidance.schedules import TimestepSchedule
 from ..guidance.sds import Condition
 from ..rendering.cameras import Cameras, sample_cameras
 from ..rendering.rendered import Rendered
-from ..rendering.shading import SHADING_MODES, sample_light_directions
+from ..choices import SHADING_MODES
+from ..rendering.shading import sample_light_directions
 from .build import build_loss, view_rules
 from .regularizers import TERMS, active_weights
 from .representation import Representation

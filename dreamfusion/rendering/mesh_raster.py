@@ -284,7 +284,8 @@ def _pairs(ids: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
 
 
 def antialias(color: torch.Tensor, rast: torch.Tensor, clip: torch.Tensor,
-              faces: torch.Tensor, neighbours: torch.Tensor | None = None) -> torch.Tensor:
+              faces: torch.Tensor, neighbours: torch.Tensor | None = None,
+              backend: str = "torch") -> torch.Tensor:
     """nvdiffrast's analytic antialiasing: (B, H, W, C) -> (B, H, W, C), differentiable in
     ``color`` and, through where silhouette edges cross between pixel centres, in ``clip``.
 
@@ -294,7 +295,11 @@ def antialias(color: torch.Tensor, rast: torch.Tensor, clip: torch.Tensor,
     centre to O's crosses, at ``t`` in [0, 1] (``e(A) / (e(A) - e(O))`` for its edge
     function e), blends the colours by the covered share of the pixel nearer the edge:
     ``t > 1/2``: ``c_O += (t - 1/2)(c_A - c_O)``; else ``c_A += (1/2 - t)(c_O - c_A)``.
-    Each pair's change is added, from the input colours."""
+    Each pair's change is added, from the input colours. ``backend`` is a resolved one, as
+    for ``rasterize``: ``nvdiffrast`` runs its own (which finds the silhouettes itself);
+    ``cpp`` and ``torch`` run this one."""
+    if backend == "nvdiffrast":
+        return nvdiffrast_antialias(color, rast, clip, faces)
     if neighbours is None:
         neighbours = edge_neighbours(faces)
     height, width = color.shape[1:3]

@@ -4,8 +4,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-SHADING_MODES = ("albedo", "lambertian", "textureless")
-
 
 def shade(albedo: torch.Tensor, normals: torch.Tensor | None, light_dirs: torch.Tensor | None,
           mode: str, ambient: float, diffuse: float) -> torch.Tensor:
