@@ -113,6 +113,7 @@ def test_refine_refuses_what_it_cannot_refine_and_creates_nothing(tmp_path, caps
     for override, words in (("refine.tet_resolution=2", "refine.tet_resolution"),
                             ("refine.render_size=99999", "refine.render_size"),
                             ("refine.backend=cuda", "refine.backend"),
+                            ("refine.backend=nvdiffrast", "nvdiffrast needs a CUDA device"),
                             ("refine.normal_consistency=-1", "refine.normal_consistency"),
                             ("refine.shading={albedo:0.5,lambertian:0.6,textureless:0.0}",
                              "refine.shading"),
