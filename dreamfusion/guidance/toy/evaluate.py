@@ -174,7 +174,7 @@ def janus_score(scene: Representation, caption: Caption, density_threshold: floa
 @dataclass
 class SurfaceScores:
     chamfer: float             # symmetric Chamfer distance to the true surface, world units
-    chamfer_best_yaw: float    # the same after the best rotation about Z (see silhouette_iou)
+    chamfer_best_yaw: float    # the same after the best rotation about Z, to a tenth of yaw_step
     size: float                # the true surface's bounding-box diagonal, for scale
     normal_cosine: float       # mean cos(our normal, the true one at the nearest true point)
 
@@ -233,9 +233,14 @@ def surface_scores(mesh_vertices: np.ndarray, mesh_faces: np.ndarray, caption: C
         return 0.5 * float(truth_tree.query(ours[:queries] @ r.T)[0].mean()
                            + ours_tree.query(truth[:queries] @ r)[0].mean())
 
-    # a coarse search on a tenth of the samples, then the full measure at its three best yaws
+    # a coarse search on a tenth of the samples, its three best yaws refined to a tenth of
+    # the step (a cube 4.5 deg off its true yaw is 1% of its size off in Chamfer alone), then
+    # the full measure at those
     yaws = np.arange(yaw_step, 360.0, yaw_step)
-    candidates = [0.0] + sorted(yaws, key=lambda y: chamfer_at(y, count // 10))[:3]
+    coarse = sorted(yaws, key=lambda y: chamfer_at(y, count // 10))[:3]
+    fine = np.arange(-0.5, 0.5 + 1e-9, 0.1) * yaw_step
+    candidates = [0.0] + [min(y + fine, key=lambda f: chamfer_at(f, count // 10))
+                          for y in coarse]
     scores = [chamfer_at(y) for y in candidates]
     best = int(np.argmin(scores))
     r = turn(candidates[best])
