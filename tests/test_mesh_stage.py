@@ -214,3 +214,22 @@ def test_bench_refine_scores_both_stages(tmp_path):
     strip = iio.imread(tmp_path / "res" / "images" / "refine" / "nerf" / "a-red-cube-seed0.png")
     assert strip.shape == (128, 8 * 64, 3)      # the first stage above its mesh stage
     assert (strip[:64] != strip[64:]).any()
+
+
+def test_refine_summary_names_the_targets_each_caption_misses():
+    """Means over seeds, the worst seed, and every missed target, from the bench's rows."""
+    from dreamfusion.bench.refine import summary_table
+
+    def row(stage, chamfer, iou=0.95, colour=0.02, closed=True, pieces=1, train=20.0, total=25.0):
+        return {"representation": "nerf", "prompt": "a red cube", "stage": stage,
+                "chamfer_share": chamfer, "best_yaw_iou": iou, "colour_error": colour,
+                "closed": closed, "pieces": pieces, "train_seconds": train, "total_seconds": total}
+
+    good = [row("first", 0.02), row("mesh", 0.008, total=18.0),
+            row("first", 0.03), row("mesh", 0.009, total=18.0)]
+    line = summary_table(good).splitlines()[-1]
+    assert "2.50% -> 0.85%" in line and "0.90%" in line and line.endswith("| none |"), line
+    bad = good[:2] + [row("first", 0.015), row("mesh", 0.011, iou=0.92, colour=0.05,
+                                                 pieces=2, total=30.0)]
+    line = summary_table(bad).splitlines()[-1]
+    assert line.endswith("| Chamfer, IoU, closed, colour, half, time |"), line

@@ -42,7 +42,9 @@ METRICS = (
     "the solid above the duck's body that lies behind it (0 is right, 0.5 two-faced, 1 turned"
     ' round). Chamfer: the symmetric Chamfer distance between the exported mesh (what the '
     'user gets: decimated, floaters dropped) and the true surface, 20000 area-uniform samples'
-    " each, in world units and as a share of the true object's bounding-box diagonal. Times "
+    " each, in world units and as a share of the true object's bounding-box diagonal; "
+    "best-yaw Chamfer is the same after the best turn about the vertical axis, searched in "
+    "9 deg steps and then to 0.9 deg (before 2026-12-07, in 9 deg steps only). Times "
     'are wall-clock seconds of each `dreamfusion run`, including export, turntable and this '
     'evaluation, and the rendering of the toy references when their cache is cold. Every '
     "figure is the one `dreamfusion run` printed and wrote to the run's `summary.json`.")
