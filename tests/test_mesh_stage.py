@@ -202,7 +202,8 @@ def test_bench_refine_scores_both_stages(tmp_path):
     assert main(["bench", "refine", "--config", "toy", "--prompts", "a red cube", "--seeds", "0",
                  "--results", str(tmp_path / "res"), "--runs", str(tmp_path / "runs"),
                  *FAST, "steps=40", *_TINY_REFINE]) == 0
-    table = (tmp_path / "res" / "refine.md").read_text()
+    summary, table = (tmp_path / "res" / "refine.md").read_text().split("## Every run")
+    assert summary.count("| nerf | a red cube | 1 |") == 1        # one caption, one seed
     rows = [line for line in table.splitlines() if line.startswith("| nerf | a red cube")]
     assert [row.split(" | ")[3] for row in rows] == ["first", "mesh"]
     assert "yes (1)" in rows[1]                 # the refined mesh: closed, one piece
