@@ -234,3 +234,25 @@ def test_refine_summary_names_the_targets_each_caption_misses():
                                                  pieces=2, total=30.0)]
     line = summary_table(bad).splitlines()[-1]
     assert line.endswith("| Chamfer, IoU, closed, colour, half, time |"), line
+
+
+def test_the_surface_band_marches_what_the_whole_grid_marches_and_refreshes_only_when_needed():
+    from dreamfusion.mesh.marching_tets import SurfaceBand
+
+    points, tets = lattice(12, 1.0), tetrahedra(12)
+    cell = 2.0 / 12
+    band = SurfaceBand(tets, 2.0 * cell)
+    g = torch.Generator().manual_seed(0)
+    sdf = points.norm(dim=-1) - 0.5
+    for step in range(12):
+        if step == 8:               # a jump far from the surface: a new blob appears
+            sdf = torch.minimum(sdf, (points - torch.tensor([0.8, 0.8, 0.8])).norm(dim=-1) - 0.1)
+        else:                       # small steps, as training takes
+            sdf = sdf + 0.05 * cell * torch.randn(sdf.shape, generator=g)
+        full = marching_tets(points, sdf, tets)
+        banded = marching_tets(points, sdf, band.select(sdf))
+        assert torch.equal(full[0], banded[0]) and torch.equal(full[1], banded[1])
+        assert len(band.select(sdf)) < len(tets) / 2
+        if step == 7:
+            assert band.refreshes == 1      # small steps never left the band
+    assert band.refreshes == 2

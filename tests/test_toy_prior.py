@@ -95,3 +95,17 @@ def test_front_bias_and_view_regions(tmp_path):
     assert ((side.azimuth.abs() - 90).abs() <= 45 + 1e-4).all()
     back = reference_cameras(Caption("yellow", "duck", "back"), s, 200, g)
     assert (back.azimuth.abs() >= 135 - 1e-4).all()
+
+
+def test_reference_set_keeps_float64_references_and_their_norms():
+    from dreamfusion.guidance.toy.prior import ReferenceSet
+
+    images = torch.rand(7, 48) * 2 - 1
+    refs = ReferenceSet.uniform(images)
+    assert refs.images.dtype == torch.float64 and torch.equal(refs.images, images.double())
+    assert torch.equal(refs.square_norms, (images.double() ** 2).sum(-1))
+    x_t, abar = torch.randn(2, 48), torch.tensor([0.3, 0.97])
+    # the kept norms change nothing: bit for bit what the references alone give
+    assert torch.equal(optimal_denoiser_eps(x_t, abar, refs.images, refs.log_weights,
+                                            refs.square_norms),
+                       optimal_denoiser_eps(x_t, abar, images, refs.log_weights))

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..nerf.hashgrid import HashGridEncoding
-from .marching_tets import marching_tets
+from .marching_tets import SurfaceBand, marching_tets
 from .tets import lattice, tetrahedra
 
 
@@ -33,6 +33,8 @@ class MeshGeometry(nn.Module):
         # recomputed from the resolution, so not saved in checkpoints
         self.register_buffer("lattice", lattice(resolution, bound), persistent=False)
         self.register_buffer("tets", tetrahedra(resolution), persistent=False)
+        # two cells: an SDF vertex moves less than that between refreshes of the band
+        self.band = SurfaceBand(self.tets, 2.0 * self.cell)
         count = len(self.lattice)
         self.sdf = nn.Parameter(torch.zeros(count))
         self.deform = nn.Parameter(torch.zeros(count, 3))
@@ -46,8 +48,10 @@ class MeshGeometry(nn.Module):
 
     def surface(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The marching-tetrahedra mesh: vertices (M, 3), differentiable in ``sdf`` and
-        ``deform``, and faces (K, 3)."""
-        return marching_tets(self.positions(), self.sdf, self.tets)
+        ``deform``, and faces (K, 3); the whole grid's march, marched over its band."""
+        if self.band.tets is not self.tets:         # moved to another device
+            self.band = SurfaceBand(self.tets, self.band.margin)
+        return marching_tets(self.positions(), self.sdf, self.band.select(self.sdf))
 
     def albedo(self, points: torch.Tensor) -> torch.Tensor:
         """(N, 3) in [0, 1] at ``points`` (N, 3)."""
@@ -125,12 +129,16 @@ def surface_terms(geometry: MeshGeometry, vertices: torch.Tensor, faces: torch.T
             "offset_decay": (offsets ** 2).sum(-1).mean()}
 
 
-def signed_distances(points: np.ndarray, surface: np.ndarray, inside: np.ndarray) -> np.ndarray:
-    """(N,) distance from ``points`` to the nearest of the ``surface`` samples, negative
-    where ``inside``: the first stage's surface as an SDF for the grid."""
+def signed_distances(points: np.ndarray, surface: np.ndarray, inside: np.ndarray,
+                     limit: float = math.inf) -> np.ndarray:
+    """(N,) distance from ``points`` to the nearest of the ``surface`` samples, at most
+    ``limit``, negative where ``inside``: the first stage's surface as a (truncated) SDF
+    for the grid. A kd-tree search far from the samples visits most of the tree, so a
+    finite ``limit`` is what makes it fast (3.7 s -> 0.3 s for a 48-cell grid)."""
     from scipy.spatial import cKDTree
 
-    distance, _ = cKDTree(surface).query(points, workers=1)
+    distance, _ = cKDTree(surface).query(points, workers=1, distance_upper_bound=limit)
+    distance = np.minimum(distance, limit)          # inf where nothing is within the limit
     return np.where(inside, -distance, distance).astype(np.float32)
 
 

@@ -163,6 +163,11 @@ def matched_level(source: Field, level: float, cameras: Cameras, target: torch.T
     return best
 
 
+# where the starting SDF is truncated, in cells: well beyond the band the march visits
+# (``MeshGeometry.band``: two cells), and beyond where a refine's steps move the surface
+TRUNCATION_CELLS = 4.0
+
+
 def initialise(geometry: MeshGeometry, source: Field, level: float, fit_steps: int, lr: float,
                seed: int, resolution: int = 128) -> float:
     """Set the SDF grid from a first stage's surface (marching cubes of its density at
@@ -179,7 +184,9 @@ def initialise(geometry: MeshGeometry, source: Field, level: float, fit_steps: i
     with torch.no_grad():
         lattice = geometry.lattice
         inside = torch.cat([source.density(c) for c in lattice.split(65536)]) > level
-        sdf = signed_distances(lattice.cpu().numpy(), samples, inside.cpu().numpy())
+        # truncated: only the signs matter further out, where no gradient reaches the SDF
+        sdf = signed_distances(lattice.cpu().numpy(), samples, inside.cpu().numpy(),
+                               TRUNCATION_CELLS * geometry.cell)
         geometry.sdf.copy_(torch.from_numpy(sdf).to(device))
         geometry.deform.zero_()
         g = torch.Generator().manual_seed(seed)

@@ -18,6 +18,7 @@ from ..export.pipeline import export_settings
 from ..export.writers import write_meshes
 from ..guidance.base import Prior, RunInputs
 from ..utils.atomic import remove_temp_files, write_png, write_text
+from ..utils.determinism import deterministic_on
 from .artifacts import validation_strip, write_json, write_turntable
 from .build import build_prior, build_scene, representation_spec
 from .checkpoint import CheckpointStore, Loaded, check_compatible, open_run
@@ -72,9 +73,11 @@ def run(prompt: str, cfg: DictConfig, run_dir: Path | None = None, quiet: bool =
     With ``resume_from`` (a checkpoint of ``run_dir``) training continues from it, provided
     it was made with the same training config.
     """
-    session = _start(prompt, cfg, run_dir, quiet, resume_from)
-    _train(session)
-    return _finish(session)
+    with deterministic_on(torch.device(cfg.device) if cfg.device != "auto" else
+                          select_device("auto")):
+        session = _start(prompt, cfg, run_dir, quiet, resume_from)
+        _train(session)
+        return _finish(session)
 
 
 def _start(prompt: str, cfg: DictConfig, run_dir: Path | None, quiet: bool,

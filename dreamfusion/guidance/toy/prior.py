@@ -99,15 +99,21 @@ def trace_lit(caption: Caption, s: ReferenceSettings, cameras: Cameras,
 
 @dataclass(frozen=True)
 class ReferenceSet:
-    """A toy condition: references ``(N, D)`` in [-1, 1] and their log prior weights ``(N,)``
-    (uniform within a caption; a mixture of captions weights each caption's set)."""
+    """A toy condition: references ``(N, D)`` float64 in [-1, 1], their squared norms
+    ``(N,)`` and their log prior weights ``(N,)`` (uniform within a caption; a mixture of
+    captions weights each caption's set). Kept in float64, norms included, because the
+    denoiser works in float64 (see ``optimal_denoiser_eps``): converting and summing the
+    references again at every step was most of a 64-pixel step's denoising time."""
     images: torch.Tensor
+    square_norms: torch.Tensor
     log_weights: torch.Tensor
 
     @staticmethod
     def uniform(images: torch.Tensor) -> "ReferenceSet":
         n = images.shape[0]
-        return ReferenceSet(images, torch.full((n,), -math.log(n), dtype=torch.float64))
+        refs = images.double()
+        return ReferenceSet(refs, (refs * refs).sum(-1),
+                            torch.full((n,), -math.log(n), dtype=torch.float64))
 
 
 def reference_settings(cfg: DictConfig) -> ReferenceSettings:
@@ -206,8 +212,9 @@ class ToyWorldPrior(Prior):
         if len(weighted) == 1:
             return weighted[0][0]
         images = torch.cat([c.images for c, _ in weighted])
+        norms = torch.cat([c.square_norms for c, _ in weighted])
         log_w = torch.cat([c.log_weights + math.log(w) for c, w in weighted])
-        return ReferenceSet(images, log_w)
+        return ReferenceSet(images, norms, log_w)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         return images * 2.0 - 1.0
@@ -216,18 +223,24 @@ class ToyWorldPrior(Prior):
                       cameras: Cameras | None = None) -> torch.Tensor:
         """Exact for single views: the references' cameras follow the caption, not the render."""
         return optimal_denoiser_eps(x_t, self.alphas_cumprod.to(x_t.device)[t.cpu()],
-                                    condition.images, condition.log_weights)
+                                    condition.images, condition.log_weights,
+                                    condition.square_norms)
 
 
 def optimal_denoiser_eps(x_t: torch.Tensor, abar: torch.Tensor, refs: torch.Tensor,
-                         log_weights: torch.Tensor | None = None) -> torch.Tensor:
+                         log_weights: torch.Tensor | None = None,
+                         square_norms: torch.Tensor | None = None) -> torch.Tensor:
     """Exact ``eps_hat`` for the empirical distribution ``sum_i pi_i delta(x_i)`` of ``refs``
-    (N, D) with ``log pi_i = log_weights`` (uniform when None); x_t (B, ...)."""
+    (N, D) with ``log pi_i = log_weights`` (uniform when None); x_t (B, ...).
+    ``square_norms`` (N,) are ``|x_i|^2`` where the caller keeps them, else computed.
+    Float64 throughout: expanding ``|x_t - sqrt(abar) x_i|^2`` cancels terms of size ``D``,
+    and at low noise ``1 / (2 (1 - abar))`` scales what float32 would lose into logits."""
     shape = x_t.shape
     x = x_t.reshape(shape[0], -1).double()
     a = abar.double().view(-1, 1)
-    r = refs.to(x.device).double()
-    sq = (x * x).sum(-1, keepdim=True) - 2.0 * a.sqrt() * (x @ r.T) + a * (r * r).sum(-1)
+    r = refs.to(x.device).double()          # no copy where ``refs`` is float64 already
+    norms = (r * r).sum(-1) if square_norms is None else square_norms.to(x.device).double()
+    sq = (x * x).sum(-1, keepdim=True) - 2.0 * a.sqrt() * (x @ r.T) + a * norms
     logits = -sq / (2.0 * (1.0 - a))
     if log_weights is not None:
         logits = logits + log_weights.to(x.device).double()
