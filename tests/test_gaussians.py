@@ -186,6 +186,22 @@ def test_the_density_field_matches_a_dense_sum():
     assert torch.allclose(g.albedo(points)[reached], albedo[reached], atol=1e-4)
 
 
+def test_the_density_fields_kept_lookup_follows_every_change_of_the_gaussians():
+    g = _cloud(300, seed=5, max_opacity=0.9)
+    points = torch.rand(3000, 3) * 1.2 - 0.6
+    before = g.density(points)
+    assert torch.equal(g.density(points), before)          # the kept lookup: the same field
+    moved = _cloud(300, seed=5, max_opacity=0.9)
+    for model in (g, moved):
+        with torch.no_grad():                               # as an optimiser's step does
+            model.means.add_(0.05)
+            model.log_scales.mul_(0.9)
+    assert not torch.equal(g.density(points), before)
+    assert torch.equal(g.density(points), moved.density(points))
+    g.load_state_dict(_cloud(300, seed=9).state_dict())
+    assert torch.equal(g.albedo(points), _cloud(300, seed=9).albedo(points))
+
+
 def test_a_state_of_another_size_loads_into_the_same_parameters():
     small, big = _cloud(10), _cloud(25, seed=2)
     ids = [id(p) for p in small.parameters()]

@@ -15,6 +15,7 @@ from dreamfusion.errors import UserError
 from dreamfusion.guidance.diffusion import mvdream
 from dreamfusion.guidance.sds import Condition, Guided, reconstruction_target, sds_loss
 from dreamfusion.guidance.toy.multiview import ToyMultiviewPrior
+from dreamfusion.guidance.toy.prior import optimal_denoiser_eps
 from dreamfusion.pipeline.build import build_prior, build_scene
 from dreamfusion.pipeline.train import Trainer
 from dreamfusion.rendering.cameras import Cameras, sample_cameras
@@ -99,6 +100,12 @@ def test_a_noised_reference_tuple_is_denoised_to_itself_all_views_together(tmp_p
     x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
     eps = prior.predict_noise(x_t, t, cond, cams)
     assert torch.allclose(eps, noise, atol=1e-3)
+    # the kept squared norms are the tuples' own, so the prediction is bit for bit the one
+    # from the tuples alone
+    assert torch.equal(tuples.square_norms, (tuples.images * tuples.images).sum(-1))
+    log_w = prior._log_weights(tuples, cond, cams)
+    alone = optimal_denoiser_eps(x_t.reshape(1, -1), abar.view(1), tuples.images, log_w)
+    assert torch.equal(eps, alone.view_as(eps))
     # view 0 of one tuple and views 1-3 of another: the denoised sample is one whole tuple
     mixed = torch.cat([tuples.images[5].view(4, -1)[:1], tuples.images[9].view(4, -1)[1:]])
     x_t = abar.sqrt() * mixed.view(4, 3, 16, 16).float()

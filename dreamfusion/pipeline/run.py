@@ -73,15 +73,15 @@ def run(prompt: str, cfg: DictConfig, run_dir: Path | None = None, quiet: bool =
     With ``resume_from`` (a checkpoint of ``run_dir``) training continues from it, provided
     it was made with the same training config.
     """
-    with deterministic_on(torch.device(cfg.device) if cfg.device != "auto" else
-                          select_device("auto")):
-        session = _start(prompt, cfg, run_dir, quiet, resume_from)
+    device = select_device(cfg.device)          # decided once, for the switch and the run
+    with deterministic_on(device):
+        session = _start(prompt, cfg, device, run_dir, quiet, resume_from)
         _train(session)
         return _finish(session)
 
 
-def _start(prompt: str, cfg: DictConfig, run_dir: Path | None, quiet: bool,
-           resume_from: Loaded | None) -> _Session:
+def _start(prompt: str, cfg: DictConfig, device: torch.device, run_dir: Path | None,
+           quiet: bool, resume_from: Loaded | None) -> _Session:
     """Check the inputs, build and load everything, then create the run folder and its first
     checkpoint (or restore ``resume_from``)."""
     prompt, root = prepare(prompt, cfg, root_check=run_dir is None)
@@ -92,7 +92,6 @@ def _start(prompt: str, cfg: DictConfig, run_dir: Path | None, quiet: bool,
     started = time.perf_counter()
     style = progress_style(quiet)
     torch.manual_seed(cfg.seed)
-    device = select_device(cfg.device)
     scene = build_scene(cfg, device)
     backend = scene.backend()[1]
     if not quiet:

@@ -51,7 +51,8 @@ class TupleCondition:
 
 @dataclass
 class Tuples:
-    images: torch.Tensor      # (N, K * D) in [-1, 1], view-major within a tuple
+    images: torch.Tensor      # (N, K * D) float64 in [-1, 1], view-major within a tuple
+    square_norms: torch.Tensor  # (N,) |images|^2, kept as ``ReferenceSet`` keeps them
     azimuth: torch.Tensor     # (N, K) degrees
     elevation: torch.Tensor   # (N, K) degrees
     log_weights: torch.Tensor  # (N,) log prior weight of each tuple
@@ -92,7 +93,8 @@ def _turned(images: torch.Tensor, azimuth: torch.Tensor, elevation: torch.Tensor
     same data K times as dense in base azimuth (and no longer front-biased in it)."""
     n, k = azimuth.shape
     order = [[(j + r) % k for j in range(k)] for r in range(k)]
-    return Tuples(torch.cat([images[:, o].reshape(n, -1) for o in order]),
+    turned = torch.cat([images[:, o].reshape(n, -1) for o in order])
+    return Tuples(turned, (turned * turned).sum(-1),
                   torch.cat([azimuth[:, o] for o in order]),
                   torch.cat([elevation[:, o] for o in order]),
                   torch.full((n * k,), -math.log(n * k), dtype=torch.float64),
@@ -139,7 +141,8 @@ class ToyMultiviewPrior(ToyWorldPrior):
             count = self.settings.count if len(objects) == 1 else self.uncond_per_caption
             parts = [self.tuples(c, count) for c in objects]
             self._joined[objects] = Tuples(
-                torch.cat([p.images for p in parts]), torch.cat([p.azimuth for p in parts]),
+                torch.cat([p.images for p in parts]), torch.cat([p.square_norms for p in parts]),
+                torch.cat([p.azimuth for p in parts]),
                 torch.cat([p.elevation for p in parts]),
                 torch.cat([p.log_weights for p in parts]) - math.log(len(parts)),
                 [row for p in parts for row in p.labels])
@@ -200,5 +203,6 @@ class ToyMultiviewPrior(ToyWorldPrior):
         tuples = self._joined_tuples(condition.objects)
         log_w = self._log_weights(tuples, condition, cameras)
         abar = self.alphas_cumprod.to(x_t.device)[t[:1].cpu()]
-        eps = optimal_denoiser_eps(x_t.reshape(1, -1), abar, tuples.images, log_w)
+        eps = optimal_denoiser_eps(x_t.reshape(1, -1), abar, tuples.images, log_w,
+                                   tuples.square_norms)
         return eps.view_as(x_t)
