@@ -156,9 +156,10 @@ class Gaussians(nn.Module):
             return cached[1], cached[2]
         with torch.no_grad():
             buckets = _Buckets(self.means, CUTOFF * self.scales.amax(dim=-1))
-            # the whitening map W = S^-1 R^T (Sigma^-1 = W^T W): the quadratic form as a sum
-            # of squares, with no inverse (its six distinct entries, summed in float32, put D
-            # up to 1e-3 off on a fitted cube, whose thin Gaussians' entries reach 1e4)
+            # the whitening map W = S^-1 R^T (Sigma^-1 = W^T W), straight from the rotation
+            # and scales: no 3x3 inverse per Gaussian, and the quadratic form a sum of
+            # squares (an inverse's entries summed in float32 put D up to 1e-3 off on a
+            # fitted cube's thin Gaussians)
             whiten = (self.rotations() / self.scales.unsqueeze(-2)).transpose(-1, -2)
         self._lookup_cache = (key, buckets, whiten.reshape(-1, 9))
         return buckets, self._lookup_cache[2]
@@ -190,8 +191,7 @@ class Gaussians(nn.Module):
 
 
 def _whitened_square(d: torch.Tensor, whiten: torch.Tensor) -> torch.Tensor:
-    """(P,) ``|W d|^2`` for offsets ``d`` (P, 3) and maps ``W`` (P, 9), row-major 3x3;
-    elementwise, as an einsum over gathered (P, 3, 3) matrices was slower."""
+    """(P,) ``|W d|^2`` for offsets ``d`` (P, 3) and maps ``W`` (P, 9), row-major 3x3."""
     x, y, z = d.unsqueeze(-1).unbind(-2)
     w = whiten.view(-1, 3, 3)
     wd = w[:, :, 0] * x + w[:, :, 1] * y + w[:, :, 2] * z
