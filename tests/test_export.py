@@ -26,6 +26,24 @@ def test_sphere_mesh_is_accurate_and_outward(tmp_path):
         assert np.allclose(np.linalg.norm(loaded.vertices, axis=1).mean(), 0.5, atol=0.01)
 
 
+def test_a_shell_meshes_as_one_outward_piece_and_a_torus_keeps_its_hole():
+    from dreamfusion.export.mesh import grid_surface
+
+    axis = np.linspace(-1.0, 1.0, 49)
+    x, y, z = np.meshgrid(axis, axis, axis, indexing="ij")
+    radius = np.sqrt(x ** 2 + y ** 2 + z ** 2)
+    shell = 100.0 * ((radius > 0.3) & (radius < 0.6))        # a Gaussian field grown as a shell
+    vertices, faces = grid_surface(shell.astype(np.float32), 1.0, 50.0)
+    pieces = trimesh.Trimesh(vertices, faces).split(only_watertight=False)
+    assert len(pieces) == 1 and pieces[0].volume > 0
+    assert np.linalg.norm(vertices, axis=1).min() > 0.5        # no wall left around the hollow
+    ring = np.sqrt((np.sqrt(x ** 2 + y ** 2) - 0.5) ** 2 + z ** 2)
+    torus = (100.0 * (ring < 0.2)).astype(np.float32)
+    vertices, faces = grid_surface(torus, 1.0, 50.0)
+    mesh = trimesh.Trimesh(vertices, faces)
+    assert mesh.is_watertight and mesh.euler_number == 0          # genus one: the hole is open
+
+
 def test_axes_for_gltf():
     # world Z-up, front +X  ->  glTF Y-up, front +Z
     up, front = np.array([[0.0, 0.0, 1.0]]), np.array([[1.0, 0.0, 0.0]])

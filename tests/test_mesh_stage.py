@@ -88,7 +88,7 @@ class _SoftBall(torch.nn.Module):
 
 def test_the_starting_level_is_the_one_whose_surface_covers_the_renders():
     from dreamfusion.export.mesh import extract_mesh
-    from dreamfusion.mesh.scene import LEVEL_FRACTIONS, matched_level
+    from dreamfusion.mesh.scene import LEVEL_FRACTIONS, matched_level, source_grid
     from dreamfusion.rendering import mesh_raster as mr
     from dreamfusion.rendering.cameras import orbit
 
@@ -97,9 +97,40 @@ def test_the_starting_level_is_the_one_whose_surface_covers_the_renders():
     truth = extract_mesh(ball, 96, level * LEVEL_FRACTIONS[8])        # a quarter: wider
     clip = mr.project(torch.as_tensor(truth.vertices), cams.world_to_clip())
     target = mr.rasterize(clip, torch.as_tensor(truth.faces), (48, 48))[..., 3] > 0
-    found, iou = matched_level(ball, level, cams, target, "torch")
-    assert found == pytest.approx(level * LEVEL_FRACTIONS[8]) and iou > 0.999
-    assert matched_level(ball, 1e6, cams, target, "torch") == (1e6, -1.0)   # nothing solid
+    grid = source_grid(ball, 48)
+    assert grid.values.shape == (97,) * 3 and grid.stride == 2
+    found, iou = matched_level(grid, level, cams, target, "torch")
+    assert found == pytest.approx(level * LEVEL_FRACTIONS[8]) and iou > 0.99
+    assert matched_level(grid, 1e6, cams, target, "torch") == (1e6, -1.0)   # nothing solid
+
+
+class _Shell(_SoftBall):
+    """Density only between radii 0.3 and 0.6: a field grown as a hollow shell."""
+
+    def density(self, points: torch.Tensor) -> torch.Tensor:
+        r = points.norm(dim=-1)
+        return 100.0 * torch.sigmoid(40.0 * (r - 0.3)) * torch.sigmoid(40.0 * (0.6 - r))
+
+
+@pytest.mark.parametrize("grid_bound", [1.0, 1.2])     # the grid's samples, or the lattice's
+def test_the_starting_sdf_fills_a_shells_hollow(grid_bound):
+    from dreamfusion.mesh.geometry import MeshGeometry
+    from dreamfusion.mesh.scene import SourceGrid, initialise, source_grid
+    from dreamfusion.nerf.hashgrid import HashGridEncoding
+
+    shell = _Shell()
+    encoding = HashGridEncoding(n_levels=2, features=2, table_size_log2=8, base_resolution=4,
+                                growth=2.0, backend="torch")
+    geometry = MeshGeometry(16, 1.0, encoding, 8, 50.0)
+    grid = source_grid(shell, 16)
+    if grid_bound != 1.0:
+        grid = SourceGrid(grid.values, grid.stride, grid_bound)
+    initialise(geometry, shell, grid, 50.0, 1, 0.01, 0)
+    vertices, faces = (t.detach().numpy() for t in geometry.surface())
+    pieces = trimesh.Trimesh(vertices, faces).split(only_watertight=False)
+    assert len(pieces) == 1 and pieces[0].volume > 0
+    inside = geometry.sdf.detach() < 0
+    assert torch.equal(inside, geometry.lattice.norm(dim=-1) < 0.6)      # the hollow too
 
 
 def test_refine_refuses_what_it_cannot_refine_and_creates_nothing(tmp_path, capsys):

@@ -105,6 +105,19 @@ def no_surface(lo: float, hi: float, threshold: float) -> NoSurface:
                      f"(export.threshold, or --threshold of dreamfusion export)")
 
 
+def filled_cavities(grid: np.ndarray, threshold: float) -> np.ndarray:
+    """``grid`` with each enclosed cavity of its solid (``grid > threshold``: empty space that
+    no path of face-adjacent empty samples joins to the box's faces) set to the grid's
+    maximum. No camera sees such a cavity, so its wall would only be a second, inward-facing
+    piece inside the object; a Gaussian field that has grown as a shell makes one (README,
+    "Export")."""
+    from scipy import ndimage
+
+    solid = grid > threshold
+    cavity = ndimage.binary_fill_holes(solid) & ~solid
+    return np.where(cavity, grid.max(), grid) if cavity.any() else grid
+
+
 def grid_surface(grid: np.ndarray, bound: float, threshold: float
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Marching cubes of a ``density_grid`` (R, R, R) at ``threshold``: vertices (V, 3) in
@@ -114,7 +127,7 @@ def grid_surface(grid: np.ndarray, bound: float, threshold: float
     if not lo < threshold < hi:
         raise no_surface(lo, hi, threshold)
     # pad with empty space so surfaces touching the box are closed
-    padded = np.pad(grid, 1, constant_values=min(lo, 0.0))
+    padded = np.pad(filled_cavities(grid, threshold), 1, constant_values=min(lo, 0.0))
     vertices, faces = mcubes.marching_cubes(padded, threshold)
     vertices = (vertices - 1.0) / (resolution - 1) * 2.0 * bound - bound
     return vertices, _outward(vertices, faces.astype(np.int64))

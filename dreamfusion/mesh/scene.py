@@ -6,6 +6,7 @@ silhouettes and the surface points. The registry's ``mesh`` entry builds it
 (``pipeline.refine.build_mesh_scene``, which initialises it from a first stage)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..export.mesh import (Mesh, NoSurface, density_grid, extract_mesh, grid_surface,
+from ..export.mesh import (Mesh, NoSurface, density_grid, filled_cavities, grid_surface,
                            keep_large_components, surface_samples)
 from ..export.pipeline import ExportSettings
 from ..export.texture import bake_albedo, unwrap
@@ -135,20 +136,35 @@ class MeshScene:
 LEVEL_FRACTIONS = tuple(2.0 ** (k / 2) for k in range(4, -9, -1))
 
 
+@dataclass(frozen=True)
+class SourceGrid:
+    """A first stage's density, sampled once for both the starting level and the starting
+    SDF (a Gaussian field's samples are what a mesh stage's start spends most on)."""
+    values: np.ndarray      # (R, R, R) ``density_grid`` values, R = n k + 1
+    stride: int             # k: every k-th sample along each axis is a lattice point
+    bound: float
+
+
+def source_grid(source: Field, tet_resolution: int, least: int = 97) -> SourceGrid:
+    """``source``'s density at ``(n k + 1)^3`` points, ``k`` the least stride that gives at
+    least ``least`` a side, so that the starting surface is finer than the tet grid and
+    the lattice's inside test costs no further query."""
+    stride = max(1, math.ceil((least - 1) / tet_resolution))
+    return SourceGrid(density_grid(source, tet_resolution * stride + 1), stride, source.bound)
+
+
 @torch.no_grad()
-def matched_level(source: Field, level: float, cameras: Cameras, target: torch.Tensor,
-                  backend: str, resolution: int = 96) -> tuple[float, float]:
+def matched_level(grid: SourceGrid, level: float, cameras: Cameras, target: torch.Tensor,
+                  backend: str) -> tuple[float, float]:
     """The density level, of ``level`` times each of ``LEVEL_FRACTIONS``, whose surface
-    (marching cubes at ``resolution``) covers what the first stage's renders cover
-    (``target`` (B, H, W) bool, their opacity over 1/2 from ``cameras``) best, by mean
-    IoU over the views; and that IoU (-1 where no level has a surface). The higher level
-    wins ties."""
+    (marching cubes of ``grid``) covers what the first stage's renders cover (``target``
+    (B, H, W) bool, their opacity over 1/2 from ``cameras``) best, by mean IoU over the
+    views; and that IoU (-1 where no level has a surface). The higher level wins ties."""
     matrix = cameras.world_to_clip().to(target.device)
-    grid = density_grid(source, resolution)             # once: a Gaussian field's is slow
     best = (level, -1.0)
     for fraction in LEVEL_FRACTIONS:
         try:
-            vertices, faces = grid_surface(grid, source.bound, level * fraction)
+            vertices, faces = grid_surface(grid.values, grid.bound, level * fraction)
         except NoSurface:
             continue
         vertices = torch.as_tensor(vertices, dtype=torch.float32, device=target.device)
@@ -168,22 +184,30 @@ def matched_level(source: Field, level: float, cameras: Cameras, target: torch.T
 TRUNCATION_CELLS = 4.0
 
 
-def initialise(geometry: MeshGeometry, source: Field, level: float, fit_steps: int, lr: float,
-               seed: int, resolution: int = 128) -> float:
-    """Set the SDF grid from a first stage's surface (marching cubes of its density at
+def initialise(geometry: MeshGeometry, source: Field, grid: SourceGrid, level: float,
+               fit_steps: int, lr: float, seed: int) -> float:
+    """Set the SDF grid from a first stage's surface (marching cubes of ``grid`` at
     ``level``, sampled: SDF = distance to it, negative where the density exceeds ``level``)
-    and fit the colour field to its albedo near that surface; returns the fit's error.
-    Raises ``UserError`` where the first stage has no surface."""
+    and fit the colour field to ``source``'s albedo near that surface; returns the fit's
+    error. Raises ``UserError`` where the first stage has no surface."""
     try:
-        first = extract_mesh(source, resolution, level)
+        vertices, faces = grid_surface(grid.values, grid.bound, level)
     except NoSurface as exc:
         raise UserError(f"the first stage has no surface to refine ({exc}); train it longer "
                         f"or refine another run") from None
+    first = Mesh(vertices.astype(np.float32), faces, np.zeros_like(vertices, np.float32))
     samples = surface_samples(first, 200_000, seed=seed).astype(np.float32)
     device = geometry.sdf.device
     with torch.no_grad():
         lattice = geometry.lattice
-        inside = torch.cat([source.density(c) for c in lattice.split(65536)]) > level
+        k = grid.stride
+        if grid.bound == geometry.bound and len(grid.values) == geometry.resolution * k + 1:
+            values = filled_cavities(grid.values, level)[::k, ::k, ::k]
+        else:                                       # another box: the lattice's own query
+            m = geometry.resolution + 1
+            values = torch.cat([source.density(c) for c in lattice.split(65536)])
+            values = filled_cavities(values.cpu().numpy().reshape(m, m, m), level)
+        inside = torch.from_numpy(values.reshape(-1) > level)
         # truncated: only the signs matter further out, where no gradient reaches the SDF
         sdf = signed_distances(lattice.cpu().numpy(), samples, inside.cpu().numpy(),
                                TRUNCATION_CELLS * geometry.cell)

@@ -22,7 +22,7 @@ from ..config.validate import validate
 from ..errors import UserError
 from ..export.pipeline import export_settings
 from ..mesh.geometry import MeshGeometry
-from ..mesh.scene import MeshScene, initialise, matched_level
+from ..mesh.scene import MeshScene, SourceGrid, initialise, matched_level, source_grid
 from ..nerf.hashgrid import HashGridEncoding
 from ..rendering.cameras import Cameras
 from ..rendering.mesh_raster import resolve_backend
@@ -100,8 +100,9 @@ def build_mesh_scene(cfg: DictConfig, device: torch.device) -> MeshScene:
     geometry = MeshGeometry(r.tet_resolution, cfg.nerf.bound, encoding, r.colour_hidden,
                             source.surface_level).to(device)
     name, line = resolve_backend(r.backend, device)
-    level, iou = _starting_level(source, opened.cfg, name)
-    initialise(geometry, source.field, level, r.colour_fit_steps, r.lr.colour, cfg.seed)
+    grid = source_grid(source.field, r.tet_resolution)
+    level, iou = _starting_level(source, opened.cfg, grid, name)
+    initialise(geometry, source.field, grid, level, r.colour_fit_steps, r.lr.colour, cfg.seed)
     background = Background(cfg.background.kind, tuple(cfg.background.color)).to(device)
     first = source.checkpoint_modules().get("background")
     if first is not None and opened.cfg.background.kind == cfg.background.kind:
@@ -113,10 +114,11 @@ def build_mesh_scene(cfg: DictConfig, device: torch.device) -> MeshScene:
                      cfg.shading.diffuse)
 
 
-def _starting_level(source: Representation, source_cfg: DictConfig, backend: str
-                    ) -> tuple[float, float]:
-    """The first stage's density level whose surface looks like its renders (16 views:
-    8 azimuths at 0 and 30 degrees, 64 pixels), and that IoU (``mesh.matched_level``)."""
+def _starting_level(source: Representation, source_cfg: DictConfig, grid: SourceGrid,
+                    backend: str) -> tuple[float, float]:
+    """The first stage's density level (in ``grid``, its samples) whose surface looks like
+    its renders (16 views: 8 azimuths at 0 and 30 degrees, 64 pixels), and that IoU
+    (``mesh.matched_level``)."""
     level = export_settings(source_cfg, source.surface_level).threshold
     n = 8
     cameras = Cameras(torch.arange(2 * n, dtype=torch.float32) % n * (360.0 / n),
@@ -125,4 +127,4 @@ def _starting_level(source: Representation, source_cfg: DictConfig, backend: str
                       torch.full((2 * n,), sum(source_cfg.camera.fov) / 2))
     with torch.no_grad():
         target = source.render(cameras, 64, 64).opacity > 0.5
-    return matched_level(source.field, level, cameras, target, backend)
+    return matched_level(grid, level, cameras, target, backend)
