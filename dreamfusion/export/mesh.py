@@ -118,16 +118,20 @@ def filled_cavities(grid: np.ndarray, threshold: float) -> np.ndarray:
     return np.where(cavity, grid.max(), grid) if cavity.any() else grid
 
 
-def grid_surface(grid: np.ndarray, bound: float, threshold: float
+def grid_surface(grid: np.ndarray, bound: float, threshold: float, fill: bool = True
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Marching cubes of a ``density_grid`` (R, R, R) at ``threshold``: vertices (V, 3) in
-    ``[-bound, bound]^3`` and outward faces (F, 3); ``NoSurface`` where it has none."""
+    ``[-bound, bound]^3`` and outward faces (F, 3); ``NoSurface`` where it has none.
+    ``fill=False`` keeps enclosed cavities, for a caller that has filled them already or
+    that only looks at the surface from outside, where a cavity's wall changes nothing."""
     resolution = grid.shape[0]
     lo, hi = float(grid.min()), float(grid.max())
     if not lo < threshold < hi:
         raise no_surface(lo, hi, threshold)
+    if fill:
+        grid = filled_cavities(grid, threshold)
     # pad with empty space so surfaces touching the box are closed
-    padded = np.pad(filled_cavities(grid, threshold), 1, constant_values=min(lo, 0.0))
+    padded = np.pad(grid, 1, constant_values=min(lo, 0.0))
     vertices, faces = mcubes.marching_cubes(padded, threshold)
     vertices = (vertices - 1.0) / (resolution - 1) * 2.0 * bound - bound
     return vertices, _outward(vertices, faces.astype(np.int64))

@@ -164,7 +164,9 @@ def matched_level(grid: SourceGrid, level: float, cameras: Cameras, target: torc
     best = (level, -1.0)
     for fraction in LEVEL_FRACTIONS:
         try:
-            vertices, faces = grid_surface(grid.values, grid.bound, level * fraction)
+            # unfilled: a cavity's wall lies inside the silhouette, so the IoU is the same
+            vertices, faces = grid_surface(grid.values, grid.bound, level * fraction,
+                                           fill=False)
         except NoSurface:
             continue
         vertices = torch.as_tensor(vertices, dtype=torch.float32, device=target.device)
@@ -190,8 +192,9 @@ def initialise(geometry: MeshGeometry, source: Field, grid: SourceGrid, level: f
     ``level``, sampled: SDF = distance to it, negative where the density exceeds ``level``)
     and fit the colour field to ``source``'s albedo near that surface; returns the fit's
     error. Raises ``UserError`` where the first stage has no surface."""
+    filled = filled_cavities(grid.values, level)        # for the surface and the lattice
     try:
-        vertices, faces = grid_surface(grid.values, grid.bound, level)
+        vertices, faces = grid_surface(filled, grid.bound, level, fill=False)
     except NoSurface as exc:
         raise UserError(f"the first stage has no surface to refine ({exc}); train it longer "
                         f"or refine another run") from None
@@ -202,7 +205,7 @@ def initialise(geometry: MeshGeometry, source: Field, grid: SourceGrid, level: f
         lattice = geometry.lattice
         k = grid.stride
         if grid.bound == geometry.bound and len(grid.values) == geometry.resolution * k + 1:
-            values = filled_cavities(grid.values, level)[::k, ::k, ::k]
+            values = filled[::k, ::k, ::k]
         else:                                       # another box: the lattice's own query
             m = geometry.resolution + 1
             values = torch.cat([source.density(c) for c in lattice.split(65536)])
