@@ -100,8 +100,7 @@ class MeshScene:
         rgb = background.index_put(where, colour)
         neighbours = mr.edge_neighbours(faces)
         mask = hit.to(rgb.dtype).unsqueeze(-1)
-        both = mr.antialias(torch.cat([rgb, mask], dim=-1), rast, clip, faces, neighbours,
-                            self.backend_name)
+        both = mr.antialias(torch.cat([rgb, mask], dim=-1), rast, clip, faces, neighbours)
         distance = (points - cameras.positions.to(device)[where[0]]).norm(dim=-1)
         depth = rgb.new_zeros(hit.shape).index_put(where, distance)
         terms = (surface_terms(self.field, vertices, faces, neighbours)
