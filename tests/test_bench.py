@@ -161,7 +161,8 @@ def test_bench_speed_measures_each_backend_against_the_reference(fast_overrides,
 
     assert [(r["backend"], r["mesh"], r["size"]) for r in meshes] == [
         (k, m, s) for k in mesh_backends() for m in ("10k", "100k") for s in (64, 256)]
-    assert all(r["renders_per_second"] > 0 and r["train_renders_per_second"] > 0 for r in meshes)
+    assert all(r["renders_per_second"] > 0 and r["train_renders_per_second"] > 0
+               and r["visibility_per_second"] > 0 for r in meshes)
     assert 8_000 < meshes[0]["faces"] < 20_000 and 80_000 < meshes[2]["faces"] < 200_000
 
 

@@ -238,8 +238,10 @@ def run_speed_bench(cfg: DictConfig, device_name: str, points: int, repeats: int
         "Gaussians (opacity 0.5, scales of their neighbours' spacing) from one camera; " \
         "ratios to the PyTorch rasteriser:\n\n" + splat_table(splats) \
         + "\n\nThe mesh rasteriser (the refine stage's), a closed bumpy ball from one camera: " \
-        "rasterise, interpolate vertex colours and antialias, and for 'train' the backward to " \
-        "the vertices; ratios to the PyTorch visibility:\n\n" + mesh_table(meshes)
+        "'visibility' is which triangle each pixel centre sees, the part the compiled kernel " \
+        "does; a render is that, then rasterise's barycentrics, interpolated vertex colours " \
+        "and antialias (the same PyTorch code after either visibility), and for 'train' the " \
+        "backward to the vertices; ratios to the PyTorch visibility:\n\n" + mesh_table(meshes)
     text = (f"# Speed\n\nCommand: `{command}`\n\n"
             f"Hash grid: 16 levels x 2 features x 2^19 rows, base 16, on {points} uniform random "
             "points in the unit cube; forward+backward is the table gradient from a random output "

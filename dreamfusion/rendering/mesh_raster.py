@@ -258,27 +258,22 @@ def _contours(screen: torch.Tensor, faces: torch.Tensor, neighbours: torch.Tenso
     """Every view's contour edges: those whose two faces turn opposite ways on screen
     (the surface folds over there), or that have one face or one drawn face. Returns
     (batch, vertex p, vertex q, the drawn face's third vertex), each (E,); the surface
-    covers the third vertex's side of the edge."""
+    covers the third vertex's side of the edge. Each edge is listed from a drawn face (a
+    fold's from the lower face index), so the third vertex is that face's own."""
     with torch.no_grad():
-        k = torch.arange(3, device=faces.device)
-        f = torch.arange(len(faces), device=faces.device).unsqueeze(-1).expand(-1, 3)
-        g = neighbours
-        once = (g < 0) | (f < g)                        # each shared edge once
-        f, g, k = f[once], g[once], k.expand(len(faces), 3)[once]
-        p, q = faces[f, (k + 1) % 3], faces[f, (k + 2) % 3]
-        third_f = faces[f, k]
-        third_g = faces[g.clamp_min(0)].sum(-1) - p - q
-        tri = screen[:, faces]                                   # (B, F, 3, 4)
+        # index_select: about 2.5x faster than screen[:, faces] for 100k faces on a CPU
+        tri = screen.index_select(1, faces.reshape(-1)).view(len(screen), -1, 3, 4)
         facing = torch.sign(_area2(tri))
-        drawn = (tri[..., 3].min(dim=-1).values > 0) & (facing != 0)
-        has_g = (g >= 0).unsqueeze(0)
-        gc = g.clamp_min(0)
-        df, dg = drawn[:, f], drawn[:, gc] & has_g
-        fold = df & dg & (facing[:, f] != facing[:, gc])
-        contour = fold | (df ^ dg)
-        b, e = torch.nonzero(contour, as_tuple=True)
-        third = torch.where(df[b, e], third_f[e], third_g[e])
-        return b, p[e], q[e], third
+        drawn = (tri[..., 3].amin(dim=-1) > 0) & (facing != 0)   # (B, F)
+        other = neighbours.clamp_min(0)
+        other_drawn = drawn[:, other] & (neighbours >= 0)        # (B, F, 3)
+        lower = torch.arange(len(faces), device=faces.device).unsqueeze(-1) < neighbours
+        fold = other_drawn & (facing[:, other] != facing.unsqueeze(-1)) & lower
+        b, f, k = torch.nonzero(drawn.unsqueeze(-1) & (~other_drawn | fold), as_tuple=True)
+        corners = faces[f]
+        return (b, corners.gather(1, ((k + 1) % 3).unsqueeze(-1)).squeeze(-1),
+                corners.gather(1, ((k + 2) % 3).unsqueeze(-1)).squeeze(-1),
+                corners.gather(1, k.unsqueeze(-1)).squeeze(-1))
 
 
 def _side(a: torch.Tensor, c: torch.Tensor, px: torch.Tensor, py: torch.Tensor
