@@ -73,6 +73,25 @@ void draw(const Tri& t, int64_t face, int64_t r_begin, int64_t r_end, int64_t wi
     }
 }
 
+// Each band's faces in face order (a counting sort): band k's are members[start[k] ..
+// start[k + 1]). A band then visits only the faces that reach it: with 100k faces, walking
+// all of them for every band cost more than drawing them.
+std::vector<int64_t> band_members(const std::vector<Tri>& tris, const std::vector<char>& drawn,
+                                  int64_t band, int64_t bands, std::vector<int64_t>* start) {
+    const int64_t n_faces = int64_t(tris.size());
+    start->assign(bands + 1, 0);
+    for (int64_t i = 0; i < n_faces; ++i)
+        if (drawn[i])
+            for (int64_t k = tris[i].r0 / band; k <= tris[i].r1 / band; ++k) ++(*start)[k + 1];
+    for (int64_t k = 0; k < bands; ++k) (*start)[k + 1] += (*start)[k];
+    std::vector<int64_t> members((*start)[bands]), next(start->begin(), start->end() - 1);
+    for (int64_t i = 0; i < n_faces; ++i)
+        if (drawn[i])
+            for (int64_t k = tris[i].r0 / band; k <= tris[i].r1 / band; ++k)
+                members[next[k]++] = i;
+    return members;
+}
+
 }  // namespace
 
 torch::Tensor triangle_ids(torch::Tensor screen, torch::Tensor faces, int64_t height,
@@ -93,19 +112,8 @@ torch::Tensor triangle_ids(torch::Tensor screen, torch::Tensor faces, int64_t he
         std::vector<char> drawn(n_faces);
 #pragma omp parallel for schedule(static)
         for (int64_t i = 0; i < n_faces; ++i) drawn[i] = setup(s, f + 3 * i, height, width, &tris[i]);
-        // Each band's faces in face order (a counting sort), so that a band visits only the
-        // faces that reach it: with 100k faces, walking all of them per band cost more than
-        // drawing.
-        std::vector<int64_t> start(bands + 1, 0);
-        for (int64_t i = 0; i < n_faces; ++i)
-            if (drawn[i])
-                for (int64_t k = tris[i].r0 / band; k <= tris[i].r1 / band; ++k) ++start[k + 1];
-        for (int64_t k = 0; k < bands; ++k) start[k + 1] += start[k];
-        std::vector<int64_t> members(start[bands]), next(start.begin(), start.end() - 1);
-        for (int64_t i = 0; i < n_faces; ++i)
-            if (drawn[i])
-                for (int64_t k = tris[i].r0 / band; k <= tris[i].r1 / band; ++k)
-                    members[next[k]++] = i;
+        std::vector<int64_t> start;
+        const std::vector<int64_t> members = band_members(tris, drawn, band, bands, &start);
         int32_t* o = out.data_ptr<int32_t>() + b * height * width;
 #pragma omp parallel for schedule(dynamic, 1)
         for (int64_t k = 0; k < bands; ++k) {
