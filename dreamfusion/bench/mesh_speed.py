@@ -66,10 +66,9 @@ def _measure(backend: str, device: torch.device, vertices: torch.Tensor, faces: 
         render().sum().backward()
 
     screen = mr.screen_vertices(mr.project(vertices, matrix), size, size)
-    find = mr.kernel_ids if backend == "cpp" else mr.triangle_ids
     return {"backend": backend, "faces": len(faces), "mesh": label, "size": size,
             "visibility_per_second": 1.0 / best_seconds(
-                lambda: find(screen, faces, size, size), device, repeats),
+                lambda: mr.visibility(screen, faces, size, size, backend), device, repeats),
             "renders_per_second": 1.0 / best_seconds(forward, device, repeats),
             "train_renders_per_second": 1.0 / best_seconds(forward_backward, device, repeats),
             "peak_memory_gb": peak_memory_gb(device)[0]}

@@ -118,6 +118,12 @@ def kernel_ids(screen: torch.Tensor, faces: torch.Tensor, height: int, width: in
     return ids.long()
 
 
+def visibility(screen: torch.Tensor, faces: torch.Tensor, height: int, width: int,
+               backend: str) -> torch.Tensor:
+    """``triangle_ids`` by the ``cpp`` or ``torch`` backend: (B, H, W) int64, the same ids."""
+    return (kernel_ids if backend == "cpp" else triangle_ids)(screen, faces, height, width)
+
+
 def nvdiffrast_missing() -> str | None:
     """Why nvdiffrast cannot serve here (it installs from source, not PyPI), or None."""
     try:
@@ -179,8 +185,7 @@ def rasterize(clip: torch.Tensor, faces: torch.Tensor, resolution: tuple[int, in
         return nvdiffrast_rasterize(clip, faces, resolution)
     height, width = resolution
     screen = screen_vertices(clip, height, width)
-    find = kernel_ids if backend == "cpp" else triangle_ids
-    ids = find(screen, faces, height, width)                    # (B, H, W)
+    ids = visibility(screen, faces, height, width, backend)    # (B, H, W)
     hit = ids > 0
     b, rows, cols = torch.nonzero(hit, as_tuple=True)
     seen = ids[hit]
