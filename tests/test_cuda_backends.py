@@ -109,10 +109,10 @@ def test_nvdiffrast_rasterizes_as_the_reference_does_and_antialias_runs_on_it():
 @needs_nvdiffrast
 def test_antialias_matches_nvdiffrasts_where_triangles_are_larger_than_pixels():
     """nvdiffrast's own ``antialias`` (rows flipped to ours and back) looks for the edge among
-    the silhouette edges of the covered pixel's triangle only; on a box of 12 faces, 30 to
-    50 pixels a side, that triangle owns the edge, and the two blend alike (on this CPU,
-    the same search written in PyTorch gave 99.9% of pixels alike and gradient cosine
-    0.999). On sub-pixel triangles they part (``test_mesh_raster``)."""
+    the silhouette edges of the covered pixel's triangle only; on a box of 12 faces, whose
+    triangles are far larger than pixels, that triangle owns the edge, and the two blend
+    alike (on a CPU, the same search written in PyTorch gave 99.9% of pixels alike and
+    gradient cosine 0.999). On sub-pixel triangles they part (``test_mesh_raster``)."""
     import nvdiffrast.torch as dr
     import trimesh
 
